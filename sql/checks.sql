@@ -1,0 +1,32 @@
+-- name: resolve_check_context
+-- The topic (id, soft opt-in) and the campaign id (created on first use) of a check, in one trip.
+-- $1 tenant, $2 topic name or NULL, $3 campaign name or NULL. An unknown topic creates nothing.
+WITH topic AS (
+    SELECT id, soft_opt_in FROM topics WHERE tenant_id = $1 AND name = $2
+), new_campaign AS (
+    INSERT INTO campaigns (tenant_id, name)
+    SELECT $1, $3 WHERE $3::text IS NOT NULL AND ($2::text IS NULL OR EXISTS (SELECT 1 FROM topic))
+    ON CONFLICT (tenant_id, name) DO NOTHING
+    RETURNING id
+)
+SELECT (SELECT id FROM topic) AS topic_id,
+       (SELECT soft_opt_in FROM topic) AS topic_soft_opt_in,
+       coalesce((SELECT id FROM new_campaign),
+                (SELECT id FROM campaigns WHERE tenant_id = $1 AND name = $3)) AS campaign_id;
+
+-- name: recipient_states
+-- The decision inputs of every known recipient in a batch (array of address hashes in, one trip).
+-- Column order matches policy.RecipientState after the hash.
+SELECT address_hash, suppression_reasons, suppression_expires, unsubscribed_topics,
+       consent_topics, partner_consent_topics, collected_in_sale, agreement_open,
+       last_purchase_at, restricted_at IS NOT NULL AS restricted, erased_at IS NOT NULL AS erased
+FROM recipients
+WHERE tenant_id = $1 AND channel = $2 AND address_hash = ANY($3::bytea[]);
+
+-- name: add_check_counts
+-- Add one batch's outcome counts to the day's counters (per campaign; 0 = none).
+INSERT INTO check_counts AS c (tenant_id, day, channel, campaign_id, allowed, outcome, recipients)
+SELECT $1, $2, $3, $4, t.allowed, t.outcome, t.n
+FROM unnest($5::boolean[], $6::text[], $7::bigint[]) AS t(allowed, outcome, n)
+ON CONFLICT (tenant_id, day, channel, campaign_id, allowed, outcome)
+DO UPDATE SET recipients = c.recipients + excluded.recipients;

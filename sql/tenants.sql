@@ -1,0 +1,22 @@
+-- name: create_tenant
+-- Create a tenant (one controller) with default policy settings; returns its id.
+INSERT INTO tenants (name) VALUES ($1) RETURNING id;
+
+-- name: tenant_by_name
+-- A tenant's id by its name.
+SELECT id FROM tenants WHERE name = $1;
+
+-- name: create_api_key
+-- Store a new API key (hash only) for a tenant with its scopes; returns the key's id.
+INSERT INTO api_keys (tenant_id, key_hash, prefix, scopes, label)
+VALUES ($1, $2, $3, $4::text[], $5)
+RETURNING id;
+
+-- name: authenticate_api_key
+-- The key's scopes and its tenant's policy settings, for a key hash that is not revoked.
+SELECT k.id AS key_id, k.scopes, t.id AS tenant_id, t.name AS tenant_name, t.default_region,
+       t.relationship_window_days, t.soft_opt_in_without_topic, t.transactional_blocked_by,
+       t.soft_bounce_suppress_days
+FROM api_keys k
+JOIN tenants t ON t.id = k.tenant_id
+WHERE k.key_hash = $1 AND k.revoked_at IS NULL;

@@ -1,0 +1,134 @@
+"""create_app(): routes, lifespans (database pool, queue), and the one error-to-HTTP mapping."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+from suppress import queue
+from suppress.addresses import AddressHasher
+from suppress.api import checks as checks_api
+from suppress.api import ops as ops_api
+from suppress.api import recipients as recipients_api
+from suppress.api.problems import problem_response
+from suppress.checks import CheckService
+from suppress.config import DerivedKeys, Settings
+from suppress.db import create_pool
+from suppress.errors import SuppressError
+from suppress.recipients import Recipients
+from suppress.sql import load_queries
+from suppress.tenants import Authenticator
+from suppress.tokens import TokenKeyring
+
+log = logging.getLogger("suppress")
+
+# 100 000 recipients of up to 320 characters fit comfortably; larger bodies get a 413 unread.
+MAX_BODY_BYTES = 32 * 1024 * 1024
+
+
+@asynccontextmanager
+async def _services(app: Litestar) -> AsyncIterator[None]:
+    """Open the pool and the queue, verify every named query against the schema, and wire services."""
+    settings: Settings = app.state.settings
+    keys = DerivedKeys.from_settings(settings)
+    queries = load_queries()
+    pool = await create_pool(settings.require_database_url(), size=settings.db_pool_size)
+    try:
+        async with pool.acquire() as conn:
+            for name in sorted(queries.declared()):
+                # Preparing each statement checks it against the live schema: a broken query fails the boot.
+                await conn.prepare(getattr(queries, name))
+        job_queue = await queue.connect(settings.require_redis_url())
+        hasher = AddressHasher(keys.address_hash_key)
+        keyring = TokenKeyring(keys.token_keys, keys.current_token_key_id)
+        app.state.pool = pool
+        app.state.queries = queries
+        app.state.queue = job_queue
+        app.state.authenticator = Authenticator(pool, queries)
+        app.state.checks = CheckService(pool, queries, hasher, keyring, settings.public_url)
+        app.state.recipients = Recipients(pool, queries, hasher)
+        app.state.keyring = keyring
+        try:
+            yield
+        finally:
+            await job_queue.aclose()
+    finally:
+        await pool.close()
+
+
+def _domain_error(request: Request[Any, Any, Any], exc: SuppressError) -> Response[Any]:
+    if exc.status >= 500:
+        log.error("%s on %s %s: %s", exc.code, request.method, request.url.path, exc.detail)
+    return problem_response(exc.status, exc.code, exc.detail, request.url.path, **exc.extra)
+
+
+def _validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    errors = exc.extra if isinstance(exc.extra, list) else None
+    detail = str(exc.detail)
+    malformed = "malformed" in detail.lower() or any(
+        "malformed" in str(e.get("message", "")).lower() for e in errors or [] if isinstance(e, dict)
+    )
+    if malformed:
+        return problem_response(400, "malformed_request", "the body is not valid JSON", request.url.path)
+    return problem_response(
+        400, "invalid_request", "the request does not match the expected schema", request.url.path,
+        errors=errors or [],
+    )
+
+
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    codes = {
+        401: "not_authenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+        413: "request_too_large", 415: "unsupported_media_type", 429: "too_many_requests",
+    }
+    status = exc.status_code
+    code = codes.get(status, "http_error" if status < 500 else "internal_error")
+    detail = str(exc.detail) if status < 500 else "internal error"
+    return problem_response(status, code, detail, request.url.path, headers=exc.headers)
+
+
+def _unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem_response(500, "internal_error", "internal error", request.url.path)
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """The HTTP application; `settings` default to the environment."""
+    settings = settings or Settings.from_env()
+    settings.require_secret()
+    app = Litestar(
+        route_handlers=[*checks_api.routes, *recipients_api.routes, *ops_api.routes],
+        lifespan=[_services],
+        exception_handlers={
+            SuppressError: _domain_error,
+            ValidationException: _validation_error,
+            HTTPException: _http_error,
+            Exception: _unexpected_error,
+        },
+        request_max_body_size=MAX_BODY_BYTES,
+        openapi_config=OpenAPIConfig(
+            title="suppress",
+            version="1.0.0",
+            description=(
+                "Marketing suppression and unsubscribe service: pre-send checks with the legal "
+                "basis, one-click unsubscribe, consents, customer relationships and list health."
+            ),
+            path="/schema",
+            components=Components(
+                security_schemes={
+                    "BearerAuth": SecurityScheme(type="http", scheme="bearer", description="API key, `sk_...`")
+                }
+            ),
+            security=[{"BearerAuth": []}],
+        ),
+        debug=False,
+    )
+    app.state.settings = settings
+    return app

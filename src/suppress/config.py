@@ -1,0 +1,124 @@
+"""Settings from environment variables, and the keys derived from the master secret.
+
+| variable | meaning | default |
+|---|---|---|
+| SUPPRESS_DATABASE_URL | PostgreSQL DSN | none (``dev`` starts an embedded server) |
+| SUPPRESS_REDIS_URL | Redis URL for the arq queue | none (``dev`` starts an embedded server) |
+| SUPPRESS_SECRET | master secret, at least 32 characters; every key is derived from it | none |
+| SUPPRESS_PUBLIC_URL | base of unsubscribe links, e.g. https://unsub.example.com | http://127.0.0.1:8000 |
+| SUPPRESS_TOKEN_KEY_IDS | unsubscribe-token key ids kept, comma separated; the last one mints | 1 |
+| SUPPRESS_DB_POOL_SIZE | connections per process | 10 |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import msgspec
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from suppress.errors import SuppressError
+
+MIN_SECRET_LENGTH = 32
+
+
+class ConfigurationError(SuppressError):
+    """The service is not configured correctly."""
+
+    code = "configuration"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the service reads from its environment."""
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    secret: str | None = msgspec.field(default=None)
+    public_url: str = "http://127.0.0.1:8000"
+    token_key_ids: tuple[int, ...] = (1,)
+    db_pool_size: int = 10
+
+    def __repr__(self) -> str:  # never let the secret reach a log line or a traceback
+        return (
+            f"Settings(database_url={'set' if self.database_url else None}, "
+            f"redis_url={'set' if self.redis_url else None}, secret={'***' if self.secret else None}, "
+            f"public_url={self.public_url!r}, token_key_ids={self.token_key_ids!r})"
+        )
+
+    __str__ = __repr__
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings from environment variables (see the module docstring)."""
+        env = os.environ if environ is None else environ
+        raw_ids = env.get("SUPPRESS_TOKEN_KEY_IDS", "1")
+        try:
+            key_ids = tuple(int(part) for part in raw_ids.split(",") if part.strip())
+            pool_size = int(env.get("SUPPRESS_DB_POOL_SIZE", "10"))
+        except ValueError as exc:
+            raise ConfigurationError(f"not a number: {exc}") from None
+        if not key_ids or any(not 1 <= k <= 255 for k in key_ids) or len(set(key_ids)) != len(key_ids):
+            raise ConfigurationError("SUPPRESS_TOKEN_KEY_IDS must list distinct ids from 1 to 255")
+        if pool_size < 1:
+            raise ConfigurationError("SUPPRESS_DB_POOL_SIZE must be at least 1")
+        return cls(
+            database_url=env.get("SUPPRESS_DATABASE_URL") or None,
+            redis_url=env.get("SUPPRESS_REDIS_URL") or None,
+            secret=env.get("SUPPRESS_SECRET") or None,
+            public_url=(env.get("SUPPRESS_PUBLIC_URL") or cls.public_url).rstrip("/"),
+            token_key_ids=key_ids,
+            db_pool_size=pool_size,
+        )
+
+    def require_secret(self) -> str:
+        """The master secret, or a clear error when it is missing or too short."""
+        if not self.secret:
+            raise ConfigurationError("SUPPRESS_SECRET is not set; it keys address hashes and tokens")
+        if len(self.secret) < MIN_SECRET_LENGTH:
+            raise ConfigurationError(f"SUPPRESS_SECRET must be at least {MIN_SECRET_LENGTH} characters")
+        return self.secret
+
+    def require_database_url(self) -> str:
+        """The PostgreSQL DSN, or a clear error."""
+        if not self.database_url:
+            raise ConfigurationError("SUPPRESS_DATABASE_URL is not set")
+        return self.database_url
+
+    def require_redis_url(self) -> str:
+        """The Redis URL, or a clear error."""
+        if not self.redis_url:
+            raise ConfigurationError("SUPPRESS_REDIS_URL is not set")
+        return self.redis_url
+
+
+def derive_key(secret: str, purpose: str, length: int = 32) -> bytes:
+    """A key for one purpose, derived from the master secret with HKDF-SHA256."""
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=purpose.encode())
+    return hkdf.derive(secret.encode())
+
+
+class DerivedKeys(msgspec.Struct, frozen=True, kw_only=True):
+    """The keys the service uses, all derived from SUPPRESS_SECRET."""
+
+    address_hash_key: bytes
+    token_keys: dict[int, bytes]
+    current_token_key_id: int
+
+    def __repr__(self) -> str:
+        return f"DerivedKeys(token_key_ids={sorted(self.token_keys)!r})"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DerivedKeys:
+        """Derive every key from the settings' secret."""
+        secret = settings.require_secret()
+        return cls(
+            address_hash_key=derive_key(secret, "suppress address hash v1"),
+            # 64 bytes: AES-256-SIV, see tokens.py
+            token_keys={
+                k: derive_key(secret, f"suppress unsubscribe token key {k}", 64)
+                for k in settings.token_key_ids
+            },
+            current_token_key_id=settings.token_key_ids[-1],
+        )

@@ -1,0 +1,28 @@
+"""Prometheus metrics, served at /metrics. Counted per batch, never per recipient on the hot path."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+CHECKS = Counter(
+    "suppress_checks", "Pre-send check requests answered.", ["channel", "purpose"], registry=REGISTRY
+)
+CHECKED_RECIPIENTS = Counter(
+    "suppress_check_recipients",
+    "Recipients decided by pre-send checks, by outcome (basis when allowed, reason when denied).",
+    ["channel", "allowed", "outcome"],
+    registry=REGISTRY,
+)
+CHECK_SECONDS = Histogram(
+    "suppress_check_duration_seconds",
+    "Time to decide one check request (decode excluded).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+HTTP_REQUESTS = Counter(
+    "suppress_http_requests", "HTTP requests by route and status.", ["method", "route", "status"],
+    registry=REGISTRY,
+)
+WRITES = Counter("suppress_writes", "State changes written, by kind.", ["kind"], registry=REGISTRY)

@@ -1,0 +1,169 @@
+"""The decision engine: may this message go to this recipient, on which basis, or why not.
+
+Pure: no I/O, no clock reads (`now` is passed in). Encodes the decision list of POLICY.md, first
+match wins:
+
+1. address does not normalise            -> deny invalid_address
+2. erased                                -> deny erased (any purpose)
+3. restricted (GDPR Art. 18)             -> deny restricted (any purpose)
+4. transactional                         -> deny only for the tenant's blocking reasons
+                                            (default hard_bounced), else allow basis transactional
+5. active global suppression             -> deny with its reason
+6. topic given and unsubscribed from it  -> deny unsubscribed
+7. consent covering channel + topic (and partner offers when offer = partner) -> allow consent
+8. own offer, topic allows soft opt-in, address collected in a sale, relationship active
+                                         -> allow customer_relationship
+9. otherwise                             -> deny no_basis
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import msgspec
+
+from suppress.models import Basis, Offer, Purpose, Reason
+
+ALL_TOPICS = 0
+# When several global suppressions are active, report the strongest "no".
+SUPPRESSION_PRIORITY: tuple[Reason, ...] = (
+    "complained",
+    "hard_bounced",
+    "unsubscribed",
+    "manual",
+    "soft_bounced",
+)
+_PRIORITY_INDEX = {reason: i for i, reason in enumerate(SUPPRESSION_PRIORITY)}
+
+
+class TenantPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """The tenant settings the decision reads."""
+
+    relationship_window_days: int = 365
+    soft_opt_in_without_topic: bool = False
+    transactional_blocked_by: frozenset[str] = frozenset({"hard_bounced"})
+
+
+class MessageContext(msgspec.Struct, frozen=True, kw_only=True):
+    """What is being sent: purpose, topic (resolved to its id and soft opt-in flag) and offer."""
+
+    purpose: Purpose = "marketing"
+    topic_id: int | None = None
+    topic_soft_opt_in: bool = False
+    offer: Offer = "own"
+
+
+class RecipientState(msgspec.Struct, frozen=True):
+    """One recipient's projection row, as the decision needs it (field order = SQL column order)."""
+
+    suppression_reasons: list[str] = msgspec.field(default_factory=list)
+    suppression_expires: list[datetime | None] = msgspec.field(default_factory=list)
+    unsubscribed_topics: list[int] = msgspec.field(default_factory=list)
+    consent_topics: list[int] = msgspec.field(default_factory=list)
+    partner_consent_topics: list[int] = msgspec.field(default_factory=list)
+    collected_in_sale: bool = False
+    agreement_open: bool = False
+    last_purchase_at: datetime | None = None
+    restricted: bool = False
+    erased: bool = False
+
+
+class Decision(msgspec.Struct, frozen=True):
+    """Allowed or not, with the legal basis or the reason."""
+
+    allowed: bool
+    basis: Basis | None = None
+    reason: Reason | None = None
+
+
+def _deny(reason: Reason) -> Decision:
+    return Decision(False, None, reason)
+
+
+# Decisions are values; sharing one instance per outcome keeps a 100 000-recipient batch cheap.
+DENY: dict[str, Decision] = {
+    r: _deny(r)  # type: ignore[arg-type]
+    for r in (
+        "invalid_address",
+        "unsubscribed",
+        "complained",
+        "hard_bounced",
+        "soft_bounced",
+        "manual",
+        "erased",
+        "restricted",
+        "no_basis",
+    )
+}
+ALLOW_CONSENT = Decision(True, "consent", None)
+ALLOW_RELATIONSHIP = Decision(True, "customer_relationship", None)
+ALLOW_TRANSACTIONAL = Decision(True, "transactional", None)
+NOTHING_KNOWN = RecipientState()
+
+
+def active_suppressions(state: RecipientState, now: datetime) -> list[str]:
+    """The global suppression reasons in force at `now`, strongest first."""
+    active = [
+        reason
+        for reason, until in zip(state.suppression_reasons, state.suppression_expires, strict=False)
+        if until is None or until > now
+    ]
+    active.sort(key=lambda r: _PRIORITY_INDEX.get(r, len(_PRIORITY_INDEX)))
+    return active
+
+
+def relationship_active(state: RecipientState, policy: TenantPolicy, now: datetime) -> bool:
+    """An agreement is open, or the last purchase lies within the tenant's window."""
+    if state.agreement_open:
+        return True
+    last = state.last_purchase_at
+    return last is not None and now - last <= timedelta(days=policy.relationship_window_days)
+
+
+def _covers(topics: list[int], topic_id: int | None) -> bool:
+    if ALL_TOPICS in topics:
+        return True
+    return topic_id is not None and topic_id in topics
+
+
+def decide(
+    policy: TenantPolicy,
+    message: MessageContext,
+    state: RecipientState | None,
+    now: datetime,
+    *,
+    address_valid: bool = True,
+) -> Decision:
+    """Apply POLICY.md's decision list to one recipient; first matching rule wins."""
+    if not address_valid:
+        return DENY["invalid_address"]
+    if state is None:
+        state = NOTHING_KNOWN
+    if state.erased:
+        return DENY["erased"]
+    if state.restricted:
+        return DENY["restricted"]
+    suppressed = active_suppressions(state, now) if state.suppression_reasons else []
+    if message.purpose == "transactional":
+        for reason in suppressed:
+            if reason in policy.transactional_blocked_by:
+                return DENY[reason]
+        return ALLOW_TRANSACTIONAL
+    if suppressed:
+        return DENY[suppressed[0]]
+    topic_id = message.topic_id
+    if topic_id is not None and topic_id in state.unsubscribed_topics:
+        return DENY["unsubscribed"]
+    if _covers(state.consent_topics, topic_id) and (
+        message.offer == "own" or _covers(state.partner_consent_topics, topic_id)
+    ):
+        return ALLOW_CONSENT
+    soft_opt_in = message.topic_soft_opt_in if topic_id is not None else policy.soft_opt_in_without_topic
+    if (
+        message.offer == "own"
+        and soft_opt_in
+        and state.collected_in_sale
+        and relationship_active(state, policy, now)
+    ):
+        return ALLOW_RELATIONSHIP
+    return DENY["no_basis"]

@@ -1,0 +1,71 @@
+"""The job queue (arq on Redis). The only module of the service that imports arq.
+
+Jobs are enqueued by name; `workers.settings.WorkerSettings` registers every name (a test checks
+that each name enqueued here is registered there).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from arq import ArqRedis, Worker, create_pool
+from arq.connections import RedisSettings
+
+from suppress.errors import Unavailable
+
+# Every job name the service enqueues. workers/settings.py must register each of them.
+JOB_EXPIRE_SUPPRESSIONS = "expire_suppressions"
+ENQUEUED_JOBS: frozenset[str] = frozenset({JOB_EXPIRE_SUPPRESSIONS})
+
+Queue = ArqRedis
+
+
+def redis_settings(url: str) -> RedisSettings:
+    """arq connection settings from a redis:// URL, failing fast instead of retrying for long."""
+    settings = RedisSettings.from_dsn(url)
+    settings.conn_timeout = 2
+    settings.conn_retries = 2
+    settings.conn_retry_delay = 0
+    return settings
+
+
+async def connect(url: str) -> Queue:
+    """A pool to enqueue jobs with; Unavailable when Redis cannot be reached."""
+    try:
+        return await create_pool(redis_settings(url))
+    except (OSError, ConnectionError) as exc:
+        raise Unavailable(f"cannot connect to Redis: {type(exc).__name__}") from None
+
+
+async def enqueue(queue: Queue, name: str, *args: Any, job_id: str | None = None) -> bool:
+    """Enqueue a registered job by name; a deterministic `job_id` makes repeats no-ops.
+
+    Returns False when a job with that id is already queued or done.
+    """
+    if name not in ENQUEUED_JOBS:
+        raise ValueError(f"job {name!r} is not in queue.ENQUEUED_JOBS")
+    job = await queue.enqueue_job(name, *args, _job_id=job_id)
+    return job is not None
+
+
+async def ping(queue: Queue) -> bool:
+    """Readiness: Redis answers."""
+    try:
+        return bool(await queue.ping())
+    except (OSError, ConnectionError):
+        return False
+
+
+def build_worker(worker_settings: type, redis_url: str, ctx: dict[str, Any]) -> Worker:
+    """An arq worker for `worker_settings` that runs inside the caller's event loop (used by `dev`)."""
+    return Worker(
+        functions=worker_settings.functions,
+        cron_jobs=getattr(worker_settings, "cron_jobs", None),
+        on_startup=getattr(worker_settings, "on_startup", None),
+        on_shutdown=getattr(worker_settings, "on_shutdown", None),
+        max_tries=getattr(worker_settings, "max_tries", 5),
+        job_timeout=getattr(worker_settings, "job_timeout", 300),
+        redis_settings=redis_settings(redis_url),
+        ctx=ctx,
+        handle_signals=False,
+    )

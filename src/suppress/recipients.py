@@ -1,0 +1,530 @@
+"""Every write that changes what the check decides, and the read that explains a recipient.
+
+Each write appends its ledger event and updates the recipient projection in one statement (or one
+transaction for customer events, which touch several addresses), so the next check sees it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+import asyncpg
+import msgspec
+from msgspec import Meta
+
+from suppress import metrics
+from suppress.addresses import AddressHasher, normalise
+from suppress.errors import Forbidden, InvalidAddress, InvalidInput, NotFound, UnknownTopic
+from suppress.models import (
+    ADMIN_ONLY_LIFT,
+    AwareDatetime,
+    Basis,
+    CampaignName,
+    Channel,
+    CustomerEvent,
+    CustomerRef,
+    RawAddress,
+    Reason,
+    ShortText,
+    SuppressionReason,
+    TopicName,
+)
+from suppress.policy import MessageContext, RecipientState, active_suppressions, decide
+from suppress.sql import Queries
+from suppress.tenants import Principal
+
+SourceName = Annotated[str, Meta(min_length=1, max_length=100)]
+NoticeVersion = Annotated[str, Meta(min_length=1, max_length=100)]
+MAX_EVIDENCE_BYTES = 16_384
+# A consent "given" in the future is a clock or data error; allow a little skew.
+CLOCK_SKEW = timedelta(minutes=5)
+_encode = msgspec.json.encode
+
+
+class Inbound(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of request bodies: unknown fields are an error, not silently dropped."""
+
+
+class TopicIn(Inbound):
+    name: TopicName
+    soft_opt_in: bool
+
+
+class Topic(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    soft_opt_in: bool
+    created_at: datetime
+
+
+class SuppressionIn(Inbound):
+    channel: Channel
+    address: RawAddress
+    reason: SuppressionReason
+    topic: TopicName | None = None
+    expires_at: AwareDatetime | None = None
+    campaign: CampaignName | None = None
+    note: ShortText | None = None
+
+
+class Suppression(msgspec.Struct, frozen=True, kw_only=True):
+    channel: Channel
+    address: str | None
+    reason: str
+    topic: str | None
+    since: datetime
+    expires_at: datetime | None
+    campaign: str | None = None
+    note: str | None = None
+    active: bool = True
+
+
+class SuppressionPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[Suppression]
+    next_cursor: str | None
+
+
+class LiftResult(msgspec.Struct, frozen=True, kw_only=True):
+    channel: Channel
+    address: str
+    topic: str | None
+    lifted: list[str]
+
+
+class ConsentIn(Inbound):
+    channel: Channel
+    address: RawAddress
+    source: SourceName
+    topic: TopicName | None = None
+    partners: bool = False
+    notice_version: NoticeVersion | None = None
+    evidence: dict[str, Any] = msgspec.field(default_factory=dict)
+    granted_at: AwareDatetime | None = None
+
+
+class ConsentWithdrawIn(Inbound):
+    channel: Channel
+    address: RawAddress
+    topic: TopicName | None = None
+
+
+class WriteResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What a write did: the ledger event it appended and its visible effect."""
+
+    channel: Channel
+    address: str
+    event_id: int
+    topic: str | None = None
+    lifted_unsubscribe: bool = False
+    consents_ended: int = 0
+
+
+class CustomerAddressIn(Inbound):
+    channel: Channel
+    address: RawAddress
+    collected_in_sale: bool
+
+
+class CustomerEventIn(Inbound):
+    customer_ref: CustomerRef
+    addresses: Annotated[list[CustomerAddressIn], Meta(min_length=1, max_length=50)]
+    event: CustomerEvent
+    at: AwareDatetime | None = None
+
+
+class CustomerResult(msgspec.Struct, frozen=True, kw_only=True):
+    customer_ref: str
+    event: str
+    agreement_open: bool
+    last_purchase_at: datetime | None
+    addresses: int
+
+
+class DecisionView(msgspec.Struct, frozen=True, kw_only=True):
+    topic: str | None
+    allowed: bool
+    basis: Basis | None
+    reason: Reason | None
+
+
+class RecipientView(msgspec.Struct, frozen=True, kw_only=True):
+    """GET /v1/recipients/{channel}/{address}: the state and the history that explains it."""
+
+    channel: Channel
+    address: str
+    known: bool
+    marketing: list[DecisionView]
+    restricted: bool = False
+    erased: bool = False
+    active_suppressions: list[str] = msgspec.field(default_factory=list)
+    consents: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    suppressions: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    customers: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    events: list[dict[str, Any]] = msgspec.field(default_factory=list)
+
+
+class Cursor(msgspec.Struct, array_like=True, frozen=True):
+    created_at: datetime
+    channel: str
+    address_hash: bytes
+    topic_id: int
+    reason: str
+
+
+class Recipients:
+    """The write side of the service, bound to a pool, the queries and the address hasher."""
+
+    def __init__(self, pool: asyncpg.Pool, queries: Queries, hasher: AddressHasher) -> None:
+        self._pool = pool
+        self._q = queries
+        self._hasher = hasher
+
+    # -- shared pieces ---------------------------------------------------------------------
+
+    def key(self, principal: Principal, channel: str, raw: str) -> tuple[str, bytes]:
+        """The normalised address and its keyed hash, or InvalidAddress."""
+        normalised = normalise(channel, raw, principal.default_region)
+        if normalised is None:
+            kind = "email address" if channel == "email" else "phone number"
+            raise InvalidAddress(f"not a valid {kind}: {raw[:80]!r}")
+        return normalised, self._hasher.hash(channel, normalised)
+
+    async def topic_id(self, principal: Principal, name: str | None) -> int:
+        """A topic's id (0 for "all topics" when no name is given), or UnknownTopic."""
+        if name is None:
+            return 0
+        row = await self._pool.fetchrow(self._q.topic_by_name, principal.tenant_id, name)
+        if row is None:
+            raise UnknownTopic(f"no topic named {name!r}; create it with POST /v1/topics")
+        return int(row["id"])
+
+    # -- topics ----------------------------------------------------------------------------
+
+    async def save_topic(self, principal: Principal, data: TopicIn) -> tuple[Topic, bool]:
+        """Create a topic or change its soft opt-in flag; says whether it was created."""
+        row = await self._pool.fetchrow(self._q.create_topic, principal.tenant_id, data.name, data.soft_opt_in)
+        assert row is not None
+        return Topic(name=row["name"], soft_opt_in=row["soft_opt_in"], created_at=row["created_at"]), row["created"]
+
+    async def list_topics(self, principal: Principal) -> list[Topic]:
+        rows = await self._pool.fetch(self._q.list_topics, principal.tenant_id)
+        return [Topic(name=r["name"], soft_opt_in=r["soft_opt_in"], created_at=r["created_at"]) for r in rows]
+
+    # -- suppressions ------------------------------------------------------------------------
+
+    async def suppress(
+        self,
+        principal: Principal,
+        data: SuppressionIn,
+        now: datetime,
+        *,
+        source: str = "api",
+        kind: str = "suppression_added",
+        extra: dict[str, Any] | None = None,
+    ) -> WriteResult:
+        """Add a suppression (an `unsubscribed` one also ends the matching consents)."""
+        normalised, digest = self.key(principal, data.channel, data.address)
+        if data.topic is not None and data.reason != "unsubscribed":
+            raise InvalidInput("only `unsubscribed` can be limited to a topic; leave out `topic` for other reasons")
+        expires_at = data.expires_at
+        if expires_at is not None and expires_at <= now:
+            raise InvalidInput("expires_at must lie in the future")
+        if data.topic is not None and expires_at is not None:
+            raise InvalidInput("an unsubscribe from a topic does not expire; leave out expires_at")
+        if data.reason == "soft_bounced" and expires_at is None:
+            expires_at = now + timedelta(days=principal.soft_bounce_suppress_days)
+        topic_id = await self.topic_id(principal, data.topic)
+        campaign_id = await self._campaign_id(principal, data.campaign)
+        row = await self._pool.fetchrow(
+            self._q.upsert_suppression,
+            principal.tenant_id,
+            data.channel,
+            digest,
+            normalised,
+            topic_id,
+            data.reason,
+            expires_at,
+            campaign_id,
+            data.note,
+            source,
+            principal.actor,
+            now,
+            extra or {},
+            kind,
+        )
+        assert row is not None
+        metrics.WRITES.labels(kind).inc()
+        return WriteResult(
+            channel=data.channel,
+            address=normalised,
+            event_id=row["event_id"],
+            topic=data.topic,
+            consents_ended=len(row["consents_ended"]),
+        )
+
+    async def lift(
+        self,
+        principal: Principal,
+        channel: Channel,
+        raw_address: str,
+        topic: str | None,
+        reason: str | None,
+        now: datetime,
+        *,
+        note: str | None = None,
+    ) -> LiftResult:
+        """Lift the suppressions at one scope (or only `reason`); complaints and erasures need admin."""
+        normalised, digest = self.key(principal, channel, raw_address)
+        topic_id = await self.topic_id(principal, topic)
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(self._q.suppressions_at_scope, principal.tenant_id, channel, digest, topic_id)
+            reasons = [r["reason"] for r in rows if reason is None or r["reason"] == reason]
+            if not reasons:
+                what = f"a {reason!r} suppression" if reason else "a suppression"
+                scope = f"topic {topic!r}" if topic else "all topics"
+                raise NotFound(f"{normalised} has no {what} on {channel} for {scope}")
+            protected = sorted(set(reasons) & ADMIN_ONLY_LIFT)
+            if protected and "admin" not in principal.scopes:
+                raise Forbidden(f"lifting {', '.join(protected)} needs an API key with the admin scope")
+            lifted = await conn.fetch(
+                self._q.delete_suppressions,
+                principal.tenant_id,
+                channel,
+                digest,
+                topic_id,
+                reasons,
+                "api",
+                principal.actor,
+                now,
+                {"note": note} if note else {},
+                None,
+            )
+        metrics.WRITES.labels("suppression_lifted").inc(len(lifted))
+        return LiftResult(channel=channel, address=normalised, topic=topic, lifted=[r["reason"] for r in lifted])
+
+    async def list_suppressions(
+        self,
+        principal: Principal,
+        *,
+        channel: str | None,
+        reason: str | None,
+        since: datetime | None,
+        cursor: str | None,
+        limit: int,
+        now: datetime,
+    ) -> SuppressionPage:
+        """One page of suppressions, oldest first; pass `next_cursor` back for the next page."""
+        after: Cursor | None = None
+        if cursor:
+            try:
+                after = msgspec.msgpack.decode(_unb64(cursor), type=Cursor)
+            except (ValueError, msgspec.DecodeError):
+                raise InvalidInput("cursor is not one this service handed out") from None
+        rows = await self._pool.fetch(
+            self._q.list_suppressions,
+            principal.tenant_id,
+            channel,
+            reason,
+            since,
+            after.created_at if after else None,
+            after.channel if after else None,
+            after.address_hash if after else None,
+            after.topic_id if after else None,
+            after.reason if after else None,
+            limit + 1,
+            now,
+        )
+        page, more = rows[:limit], len(rows) > limit
+        next_cursor = None
+        if more and page:
+            last = page[-1]
+            next_cursor = _b64(
+                msgspec.msgpack.encode(
+                    Cursor(last["created_at"], last["channel"], last["address_hash"], last["topic_id"], last["reason"])
+                )
+            )
+        return SuppressionPage(
+            items=[
+                Suppression(
+                    channel=r["channel"],
+                    address=r["address"],
+                    reason=r["reason"],
+                    topic=r["topic"],
+                    since=r["created_at"],
+                    expires_at=r["expires_at"],
+                    campaign=r["campaign"],
+                    note=r["note"],
+                    active=r["active"],
+                )
+                for r in page
+            ],
+            next_cursor=next_cursor,
+        )
+
+    async def _campaign_id(self, principal: Principal, name: str | None) -> int | None:
+        if name is None:
+            return None
+        campaign_id: int = await self._pool.fetchval(self._q.resolve_campaign, principal.tenant_id, name)
+        return campaign_id
+
+    # -- consents ----------------------------------------------------------------------------
+
+    async def give_consent(self, principal: Principal, data: ConsentIn, now: datetime) -> WriteResult:
+        """Record a consent with its evidence; a consent given after an unsubscribe of the same
+        scope lifts it (a person-initiated re-opt-in), and nothing else."""
+        normalised, digest = self.key(principal, data.channel, data.address)
+        granted_at = data.granted_at or now
+        if granted_at > now + CLOCK_SKEW:
+            raise InvalidInput("granted_at lies in the future")
+        if len(_encode(data.evidence)) > MAX_EVIDENCE_BYTES:
+            raise InvalidInput(f"evidence is larger than {MAX_EVIDENCE_BYTES} bytes as JSON")
+        topic_id = await self.topic_id(principal, data.topic)
+        row = await self._pool.fetchrow(
+            self._q.upsert_consent,
+            principal.tenant_id,
+            data.channel,
+            digest,
+            normalised,
+            topic_id,
+            data.partners,
+            data.source,
+            data.notice_version,
+            data.evidence,
+            granted_at,
+            principal.actor,
+            {"recorded_via": "api"},
+        )
+        assert row is not None
+        metrics.WRITES.labels("consent_given").inc()
+        return WriteResult(
+            channel=data.channel,
+            address=normalised,
+            event_id=row["event_id"],
+            topic=data.topic,
+            lifted_unsubscribe=row["lifted_unsubscribe"],
+        )
+
+    async def withdraw_consent(self, principal: Principal, data: ConsentWithdrawIn, now: datetime) -> WriteResult:
+        """A withdrawal is an unsubscribe: it ends the matching consents and suppresses that scope."""
+        return await self.suppress(
+            principal,
+            SuppressionIn(channel=data.channel, address=data.address, reason="unsubscribed", topic=data.topic),
+            now,
+            kind="consent_withdrawn",
+        )
+
+    # -- customer relationships ----------------------------------------------------------------
+
+    async def customer_event(self, principal: Principal, data: CustomerEventIn, now: datetime) -> CustomerResult:
+        """Apply a purchase or agreement event to a customer and every address linked to it."""
+        at = data.at or now
+        if at > now + CLOCK_SKEW:
+            raise InvalidInput("`at` lies in the future")
+        linked: dict[tuple[str, bytes], tuple[str, bool]] = {}
+        for item in data.addresses:
+            normalised, digest = self.key(principal, item.channel, item.address)
+            previous = linked.get((item.channel, digest))
+            linked[(item.channel, digest)] = (normalised, item.collected_in_sale or bool(previous and previous[1]))
+        async with self._pool.acquire() as conn, conn.transaction():
+            customer = await conn.fetchrow(self._q.upsert_customer, principal.tenant_id, data.customer_ref, data.event, at)
+            assert customer is not None
+            await conn.execute(
+                self._q.link_customer_address,
+                principal.tenant_id,
+                data.customer_ref,
+                [channel for channel, _ in linked],
+                [digest for _, digest in linked],
+                [normalised for normalised, _ in linked.values()],
+                [collected for _, collected in linked.values()],
+                f"customer_{data.event}",
+                "api",
+                principal.actor,
+                at,
+                {},
+            )
+            await conn.execute(self._q.refresh_customer_relationships, principal.tenant_id, data.customer_ref)
+        metrics.WRITES.labels(f"customer_{data.event}").inc()
+        return CustomerResult(
+            customer_ref=data.customer_ref,
+            event=data.event,
+            agreement_open=customer["agreement_open"],
+            last_purchase_at=customer["last_purchase_at"],
+            addresses=len(linked),
+        )
+
+    # -- reading one recipient -------------------------------------------------------------------
+
+    async def explain(
+        self, principal: Principal, channel: Channel, raw_address: str, now: datetime, *, events: int = 1000
+    ) -> RecipientView:
+        """A recipient's state, the marketing decision per topic, and the ledger behind it."""
+        normalised, digest = self.key(principal, channel, raw_address)
+        args = (principal.tenant_id, channel, digest)
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(self._q.recipient_state, *args)
+            topics = await conn.fetch(self._q.list_topics, principal.tenant_id)
+            if row is None:
+                details, history = None, []
+            else:
+                details = await conn.fetchrow(self._q.recipient_details, *args)
+                history = await conn.fetch(self._q.recipient_events, *args, events)
+        state = None
+        if row is not None:
+            state = RecipientState(
+                row["suppression_reasons"],
+                row["suppression_expires"],
+                row["unsubscribed_topics"],
+                row["consent_topics"],
+                row["partner_consent_topics"],
+                row["collected_in_sale"],
+                row["agreement_open"],
+                row["last_purchase_at"],
+                row["restricted_at"] is not None,
+                row["erased_at"] is not None,
+            )
+        marketing = []
+        for topic_id, topic_name, soft in [(None, None, False)] + [(t["id"], t["name"], t["soft_opt_in"]) for t in topics]:
+            message = MessageContext(purpose="marketing", topic_id=topic_id, topic_soft_opt_in=soft)
+            decision = decide(principal.policy, message, state, now)
+            marketing.append(
+                DecisionView(topic=topic_name, allowed=decision.allowed, basis=decision.basis, reason=decision.reason)
+            )
+        return RecipientView(
+            channel=channel,
+            address=normalised,
+            known=row is not None,
+            marketing=marketing,
+            restricted=bool(state and state.restricted),
+            erased=bool(state and state.erased),
+            active_suppressions=active_suppressions(state, now) if state else [],
+            consents=details["consents"] if details else [],
+            suppressions=details["suppressions"] if details else [],
+            customers=details["customers"] if details else [],
+            events=[
+                {
+                    "id": e["id"],
+                    "kind": e["kind"],
+                    "topic": e["topic"],
+                    "campaign": e["campaign"],
+                    "source": e["source"],
+                    "actor": e["actor"],
+                    "occurred_at": e["occurred_at"],
+                    "recorded_at": e["recorded_at"],
+                    "data": e["data"],
+                }
+                for e in history
+            ],
+        )
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(str(exc)) from None

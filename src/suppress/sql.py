@@ -1,0 +1,143 @@
+"""Named SQL statements: `sql/<stem>.sql` files of `-- name: snake_case_name` blocks.
+
+Each block is a one-line description comment after the name line, then one statement with `$n`
+parameters. `load_queries()` reads every file once at start-up into a `Queries` instance and fails
+fast when the files and the attributes declared on `Queries` disagree (missing, extra, duplicate or
+empty statements), so a broken query stops the boot instead of the first request.
+"""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+from pathlib import Path
+from typing import ClassVar
+
+from suppress.errors import QueryRegistryError
+
+_NAME_LINE = re.compile(r"^--\s*name:\s*([a-z][a-z0-9_]*)\s*$")
+
+
+def sql_dir() -> Path:
+    """The folder holding the SQL files: inside the package when installed, the repo's sql/ otherwise."""
+    packaged = Path(__file__).parent / "_sql"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "sql"
+
+
+class Query(msgspec.Struct, frozen=True):
+    """A SQL statement with the name and file it came from."""
+
+    text: str
+    name: str
+    source: str
+
+
+class Queries:
+    """Every named statement the code runs. Declared here, defined in sql/*.sql."""
+
+    files: ClassVar[tuple[str, ...]] = ("tenants", "checks", "recipients", "suppressions", "ops")
+
+    # tenants.sql
+    create_tenant: str
+    create_api_key: str
+    authenticate_api_key: str
+    tenant_by_name: str
+    # checks.sql
+    resolve_check_context: str
+    recipient_states: str
+    add_check_counts: str
+    # recipients.sql
+    create_topic: str
+    topic_by_name: str
+    list_topics: str
+    recipient_state: str
+    recipient_events: str
+    recipient_details: str
+    upsert_consent: str
+    upsert_customer: str
+    link_customer_address: str
+    refresh_customer_relationships: str
+    # suppressions.sql
+    upsert_suppression: str
+    delete_suppressions: str
+    suppressions_at_scope: str
+    list_suppressions: str
+    expired_suppressions: str
+    resolve_campaign: str
+    # ops.sql
+    ping: str
+
+    @classmethod
+    def declared(cls) -> set[str]:
+        """The statement names the code expects."""
+        return {n for n, t in cls.__annotations__.items() if t in ("str", str)}
+
+
+def parse_sql(text: str, source: str) -> dict[str, Query]:
+    """Split one file into its named statements."""
+    found: dict[str, Query] = {}
+    name: str | None = None
+    body: list[str] = []
+
+    def flush() -> None:
+        if name is None:
+            return
+        statement = "\n".join(line for line in body if not line.lstrip().startswith("--")).strip()
+        statement = statement.rstrip(";").strip()
+        if not statement:
+            raise QueryRegistryError(f"{source}: query {name!r} has no statement")
+        if ";" in statement.replace("';'", ""):
+            raise QueryRegistryError(f"{source}: query {name!r} holds more than one statement")
+        if name in found:
+            raise QueryRegistryError(f"{source}: query {name!r} is defined twice")
+        found[name] = Query(statement, name, source)
+
+    for line in text.splitlines():
+        match = _NAME_LINE.match(line.strip())
+        if match:
+            flush()
+            name, body = match.group(1), []
+        elif name is not None:
+            body.append(line)
+        elif line.strip() and not line.strip().startswith("--"):
+            raise QueryRegistryError(f"{source}: SQL outside a named block: {line.strip()[:60]!r}")
+    flush()
+    return found
+
+
+def load_queries(directory: Path | None = None) -> Queries:
+    """Read every declared file and bind its statements to a `Queries` instance."""
+    directory = directory or sql_dir()
+    statements: dict[str, Query] = {}
+    for stem in Queries.files:
+        path = directory / f"{stem}.sql"
+        if not path.is_file():
+            raise QueryRegistryError(f"missing SQL file {path}")
+        for name, query in parse_sql(path.read_text(encoding="utf-8"), path.name).items():
+            if name in statements:
+                raise QueryRegistryError(
+                    f"query {name!r} is defined in both {statements[name].source} and {path.name}"
+                )
+            statements[name] = query
+    declared = Queries.declared()
+    missing = sorted(declared - statements.keys())
+    extra = sorted(statements.keys() - declared)
+    if missing or extra:
+        raise QueryRegistryError(
+            "SQL files and code disagree: "
+            + "; ".join(
+                part
+                for part in (
+                    f"declared but not defined: {', '.join(missing)}" if missing else "",
+                    f"defined but not declared: {', '.join(extra)}" if extra else "",
+                )
+                if part
+            )
+        )
+    queries = Queries()
+    for name, query in statements.items():
+        setattr(queries, name, query.text)  # asyncpg wants exactly `str`
+    return queries

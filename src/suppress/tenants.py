@@ -1,0 +1,159 @@
+"""Tenants (one sending organisation = one controller) and their scoped, hashed API keys."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Iterable
+
+import asyncpg
+import msgspec
+
+from suppress.errors import Conflict, Forbidden, InvalidInput, NotAuthenticated, NotFound
+from suppress.models import SCOPES
+from suppress.policy import TenantPolicy
+from suppress.sql import Queries
+
+KEY_PREFIX = "sk_"
+# A key is "sk_" + 43 base64url characters (256 random bits); anything else is rejected unread.
+_KEY_LENGTH = len(KEY_PREFIX) + 43
+
+
+class Principal(msgspec.Struct, frozen=True, kw_only=True):
+    """Who is calling: an API key, its scopes, and its tenant's settings."""
+
+    key_id: int
+    scopes: frozenset[str]
+    tenant_id: int
+    tenant_name: str
+    default_region: str
+    soft_bounce_suppress_days: int
+    policy: TenantPolicy
+
+    @property
+    def actor(self) -> str:
+        """How the ledger names this caller."""
+        return f"api_key:{self.key_id}"
+
+    def require(self, scope: str) -> None:
+        """Raise Forbidden unless the key has `scope` (admin has every scope)."""
+        if scope not in self.scopes and "admin" not in self.scopes:
+            raise Forbidden(f"this operation needs an API key with the {scope!r} scope")
+
+
+class NewKey(msgspec.Struct, frozen=True, kw_only=True):
+    """A freshly made API key: the only time its plaintext exists."""
+
+    key_id: int
+    tenant_id: int
+    api_key: str
+    scopes: list[str]
+
+
+def hash_api_key(api_key: str) -> bytes:
+    """Keys are 256 random bits, so a plain SHA-256 is a safe one-way store."""
+    return hashlib.sha256(api_key.encode()).digest()
+
+
+def parse_scopes(raw: str | Iterable[str]) -> list[str]:
+    """Validate a comma-separated list (or iterable) of scopes."""
+    items = [s.strip() for s in (raw.split(",") if isinstance(raw, str) else raw) if s.strip()]
+    unknown = sorted(set(items) - set(SCOPES))
+    if not items or unknown:
+        raise InvalidInput(f"scopes must be some of {', '.join(SCOPES)}; got {', '.join(unknown) or 'none'}")
+    return sorted(set(items), key=SCOPES.index)
+
+
+async def create_tenant(conn: asyncpg.Connection, queries: Queries, name: str) -> NewKey:
+    """Create a tenant and its first key, with the admin scope."""
+    name = name.strip()
+    if not 1 <= len(name) <= 200:
+        raise InvalidInput("a tenant name is 1 to 200 characters")
+    async with conn.transaction():
+        if await conn.fetchval(queries.tenant_by_name, name) is not None:
+            raise Conflict(f"a tenant named {name!r} already exists")
+        tenant_id: int = await conn.fetchval(queries.create_tenant, name)
+        return await create_api_key(conn, queries, tenant_id, ["admin"], label="created with tenant")
+
+
+async def create_api_key(
+    conn: asyncpg.Connection,
+    queries: Queries,
+    tenant_id: int,
+    scopes: Iterable[str],
+    *,
+    label: str | None = None,
+) -> NewKey:
+    """Make a new key for a tenant; only its hash is stored."""
+    scope_list = parse_scopes(scopes)
+    api_key = KEY_PREFIX + secrets.token_urlsafe(32)
+    try:
+        key_id: int = await conn.fetchval(
+            queries.create_api_key, tenant_id, hash_api_key(api_key), api_key[:8], scope_list, label
+        )
+    except asyncpg.ForeignKeyViolationError:
+        raise NotFound(f"no tenant with id {tenant_id}") from None
+    return NewKey(key_id=key_id, tenant_id=tenant_id, api_key=api_key, scopes=scope_list)
+
+
+async def resolve_tenant(conn: asyncpg.Connection, queries: Queries, ref: str) -> int:
+    """A tenant id from its id or its name."""
+    if ref.isdigit():
+        return int(ref)
+    tenant_id: int | None = await conn.fetchval(queries.tenant_by_name, ref)
+    if tenant_id is None:
+        raise NotFound(f"no tenant named {ref!r}")
+    return tenant_id
+
+
+class Authenticator:
+    """Turns a bearer key into a Principal, caching answers briefly to spare the hot path a query.
+
+    A revoked key stops working within `ttl` seconds.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, queries: Queries, ttl: float = 5.0) -> None:
+        self._pool = pool
+        self._queries = queries
+        self._ttl = ttl
+        self._cache: dict[bytes, tuple[float, Principal | None]] = {}
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        """The caller behind an `Authorization: Bearer sk_...` header, or NotAuthenticated."""
+        if not authorization:
+            raise NotAuthenticated()
+        scheme, _, api_key = authorization.partition(" ")
+        api_key = api_key.strip()
+        if scheme.lower() != "bearer" or len(api_key) != _KEY_LENGTH or not api_key.startswith(KEY_PREFIX):
+            raise NotAuthenticated()
+        key_hash = hash_api_key(api_key)
+        now = time.monotonic()
+        cached = self._cache.get(key_hash)
+        if cached is not None and cached[0] > now:
+            principal = cached[1]
+        else:
+            row = await self._pool.fetchrow(self._queries.authenticate_api_key, key_hash)
+            principal = None if row is None else _principal(row)
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[key_hash] = (now + self._ttl, principal)
+        if principal is None:
+            raise NotAuthenticated("the API key is unknown or revoked")
+        return principal
+
+
+def _principal(row: asyncpg.Record) -> Principal:
+    return Principal(
+        key_id=row["key_id"],
+        scopes=frozenset(row["scopes"]),
+        tenant_id=row["tenant_id"],
+        tenant_name=row["tenant_name"],
+        default_region=row["default_region"],
+        soft_bounce_suppress_days=row["soft_bounce_suppress_days"],
+        policy=TenantPolicy(
+            relationship_window_days=row["relationship_window_days"],
+            soft_opt_in_without_topic=row["soft_opt_in_without_topic"],
+            transactional_blocked_by=frozenset(row["transactional_blocked_by"]),
+        ),
+    )
