@@ -70,16 +70,16 @@ def _domain_error(request: Request[Any, Any, Any], exc: SuppressError) -> Respon
 
 
 def _validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
-    errors = exc.extra if isinstance(exc.extra, list) else None
-    detail = str(exc.detail)
-    malformed = "malformed" in detail.lower() or any(
-        "malformed" in str(e.get("message", "")).lower() for e in errors or [] if isinstance(e, dict)
-    )
-    if malformed:
-        return problem_response(400, "malformed_request", "the body is not valid JSON", request.url.path)
+    """Schema violations: 422 for a body that is JSON but not the expected document, 400 for
+    bad path or query parameters."""
+    errors = [e for e in exc.extra if isinstance(e, dict)] if isinstance(exc.extra, list) else []
+    in_body = any(e.get("source") == "body" for e in errors)
     return problem_response(
-        400, "invalid_request", "the request does not match the expected schema", request.url.path,
-        errors=errors or [],
+        422 if in_body else 400,
+        "invalid_request" if in_body else "invalid_parameter",
+        "the body does not match the expected schema" if in_body else "a path or query parameter is invalid",
+        request.url.path,
+        errors=[{"message": str(e.get("message")), "field": e.get("key"), "source": e.get("source")} for e in errors],
     )
 
 
@@ -89,8 +89,11 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
         413: "request_too_large", 415: "unsupported_media_type", 429: "too_many_requests",
     }
     status = exc.status_code
-    code = codes.get(status, "http_error" if status < 500 else "internal_error")
     detail = str(exc.detail) if status < 500 else "internal error"
+    if status == 400 and detail.startswith("JSON is malformed"):
+        code = "malformed_request"
+    else:
+        code = codes.get(status, "bad_request" if status < 500 else "internal_error")
     return problem_response(status, code, detail, request.url.path, headers=exc.headers)
 
 

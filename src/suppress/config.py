@@ -22,6 +22,15 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from suppress.errors import SuppressError
 
 MIN_SECRET_LENGTH = 32
+ENV_VARS: tuple[str, ...] = (
+    "SUPPRESS_DATABASE_URL",
+    "SUPPRESS_REDIS_URL",
+    "SUPPRESS_SECRET",
+    "SUPPRESS_PUBLIC_URL",
+    "SUPPRESS_TOKEN_KEY_IDS",
+    "SUPPRESS_DB_POOL_SIZE",
+)
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 
 
 class ConfigurationError(SuppressError):
@@ -36,7 +45,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str | None = None
     redis_url: str | None = None
     secret: str | None = msgspec.field(default=None)
-    public_url: str = "http://127.0.0.1:8000"
+    public_url: str = DEFAULT_PUBLIC_URL
     token_key_ids: tuple[int, ...] = (1,)
     db_pool_size: int = 10
 
@@ -67,7 +76,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             database_url=env.get("SUPPRESS_DATABASE_URL") or None,
             redis_url=env.get("SUPPRESS_REDIS_URL") or None,
             secret=env.get("SUPPRESS_SECRET") or None,
-            public_url=(env.get("SUPPRESS_PUBLIC_URL") or cls.public_url).rstrip("/"),
+            public_url=(env.get("SUPPRESS_PUBLIC_URL") or DEFAULT_PUBLIC_URL).rstrip("/"),
             token_key_ids=key_ids,
             db_pool_size=pool_size,
         )

@@ -118,12 +118,12 @@ async def run_dev(*, host: str, port: int, data_dir: Path | None, worker_setting
         database_url, redis_url = settings.database_url, settings.redis_url
         if database_url is None:
             print(f"starting embedded PostgreSQL in {data_dir / 'postgres'} ...", flush=True)
-            postgres = EmbeddedPostgres(data_dir / "postgres")
+            postgres = EmbeddedPostgres(data_dir)
             stack.callback(postgres.stop)
             database_url = await asyncio.to_thread(postgres.start)
         if redis_url is None:
             print(f"starting embedded Redis in {data_dir / 'redis'} ...", flush=True)
-            redis = EmbeddedRedis(data_dir / "redis")
+            redis = EmbeddedRedis(data_dir)
             stack.callback(redis.stop)
             redis_url = await asyncio.to_thread(redis.start)
         settings = msgspec.structs.replace(

@@ -19,6 +19,7 @@ match wins:
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from itertools import zip_longest
 
 import msgspec
 
@@ -103,10 +104,11 @@ NOTHING_KNOWN = RecipientState()
 
 def active_suppressions(state: RecipientState, now: datetime) -> list[str]:
     """The global suppression reasons in force at `now`, strongest first."""
+    # zip_longest: a reason without an expiry counts as permanent, so a malformed row fails safe.
     active = [
         reason
-        for reason, until in zip(state.suppression_reasons, state.suppression_expires, strict=False)
-        if until is None or until > now
+        for reason, until in zip_longest(state.suppression_reasons, state.suppression_expires)
+        if reason is not None and (until is None or until > now)
     ]
     active.sort(key=lambda r: _PRIORITY_INDEX.get(r, len(_PRIORITY_INDEX)))
     return active
