@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ def embedded_root() -> Iterator[Path]:
     root = Path(tempfile.mkdtemp(prefix="suppress-test-"))
     root.chmod(0o711)
     yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -115,7 +117,9 @@ async def clean_redis(redis_url: str) -> str:
 
 @pytest.fixture(scope="session")
 def settings(database_url: str, clean_redis: str) -> Settings:
-    return Settings(database_url=database_url, redis_url=clean_redis, secret=TEST_SECRET, public_url=PUBLIC_URL)
+    return Settings(
+        database_url=database_url, redis_url=clean_redis, secret=TEST_SECRET, public_url=PUBLIC_URL
+    )
 
 
 @pytest.fixture(scope="session")
@@ -164,7 +168,9 @@ async def tenant(db: asyncpg.Connection, queries: Queries) -> Tenant:
     return made
 
 
-async def post_json(client: AsyncTestClient[Litestar], tenant: Tenant, path: str, body: Any, scope: str = "admin") -> Any:
+async def post_json(
+    client: AsyncTestClient[Litestar], tenant: Tenant, path: str, body: Any, scope: str = "admin"
+) -> Any:
     """POST and return the parsed JSON, asserting a 2xx."""
     response = await client.post(path, json=body, headers=tenant.auth(scope))
     assert response.status_code < 300, response.text

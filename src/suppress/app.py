@@ -79,14 +79,22 @@ def _validation_error(request: Request[Any, Any, Any], exc: ValidationException)
         "invalid_request" if in_body else "invalid_parameter",
         "the body does not match the expected schema" if in_body else "a path or query parameter is invalid",
         request.url.path,
-        errors=[{"message": str(e.get("message")), "field": e.get("key"), "source": e.get("source")} for e in errors],
+        errors=[
+            {"message": str(e.get("message")), "field": e.get("key"), "source": e.get("source")}
+            for e in errors
+        ],
     )
 
 
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     codes = {
-        401: "not_authenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-        413: "request_too_large", 415: "unsupported_media_type", 429: "too_many_requests",
+        401: "not_authenticated",
+        403: "forbidden",
+        404: "not_found",
+        405: "method_not_allowed",
+        413: "request_too_large",
+        415: "unsupported_media_type",
+        429: "too_many_requests",
     }
     status = exc.status_code
     detail = str(exc.detail) if status < 500 else "internal error"
@@ -126,7 +134,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             path="/schema",
             components=Components(
                 security_schemes={
-                    "BearerAuth": SecurityScheme(type="http", scheme="bearer", description="API key, `sk_...`")
+                    "BearerAuth": SecurityScheme(
+                        type="http", scheme="bearer", description="API key, `sk_...`"
+                    )
                 }
             ),
             security=[{"BearerAuth": []}],

@@ -51,7 +51,12 @@ def cmd_tenants_create(args: argparse.Namespace) -> int:
     async def run() -> dict[str, Any]:
         async with _connection(Settings.from_env()) as conn:
             key = await create_tenant(conn, load_queries(), args.name)
-            return {"tenant": key.tenant_id, "name": args.name.strip(), "api_key": key.api_key, "scopes": key.scopes}
+            return {
+                "tenant": key.tenant_id,
+                "name": args.name.strip(),
+                "api_key": key.api_key,
+                "scopes": key.scopes,
+            }
 
     out = asyncio.run(run())
     if args.json:
@@ -68,7 +73,12 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
             queries = load_queries()
             tenant_id = await resolve_tenant(conn, queries, args.tenant)
             key = await create_api_key(conn, queries, tenant_id, args.scopes, label=args.label)
-            return {"tenant": tenant_id, "key_id": key.key_id, "api_key": key.api_key, "scopes": key.scopes}
+            return {
+                "tenant": tenant_id,
+                "key_id": key.key_id,
+                "api_key": key.api_key,
+                "scopes": key.scopes,
+            }
 
     out = asyncio.run(run())
     if args.json:
@@ -101,7 +111,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from arq import run_worker
-
     from workers.settings import WorkerSettings
 
     settings = Settings.from_env()
@@ -112,24 +121,31 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from suppress.dev import run_dev
     from workers.settings import WorkerSettings
 
+    from suppress.dev import run_dev
+
     data_dir = Path(args.data_dir) if args.data_dir else None
-    return asyncio.run(run_dev(host=args.host, port=args.port, data_dir=data_dir, worker_settings=WorkerSettings))
+    return asyncio.run(
+        run_dev(host=args.host, port=args.port, data_dir=data_dir, worker_settings=WorkerSettings)
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="suppress", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    dev = sub.add_parser("dev", help="run everything locally: embedded PostgreSQL/Redis when none is configured")
+    dev = sub.add_parser(
+        "dev", help="run everything locally: embedded PostgreSQL/Redis when none is configured"
+    )
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=8000)
     dev.add_argument("--data-dir", help="where embedded servers and the dev secret live")
     dev.set_defaults(func=cmd_dev)
 
-    serve = sub.add_parser("serve", help="run the HTTP API (needs SUPPRESS_SECRET, _DATABASE_URL, _REDIS_URL)")
+    serve = sub.add_parser(
+        "serve", help="run the HTTP API (needs SUPPRESS_SECRET, _DATABASE_URL, _REDIS_URL)"
+    )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--log-level", default="info")
@@ -162,7 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `suppress` command."""
-    logging.basicConfig(level=os.environ.get("SUPPRESS_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("SUPPRESS_LOG_LEVEL", "INFO"),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)

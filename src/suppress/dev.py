@@ -26,7 +26,14 @@ from suppress.config import DerivedKeys, Settings
 from suppress.db import create_pool
 from suppress.embedded import EmbeddedPostgres, EmbeddedRedis, default_data_dir
 from suppress.migrate import migrate
-from suppress.recipients import ConsentIn, CustomerAddressIn, CustomerEventIn, Recipients, SuppressionIn, TopicIn
+from suppress.recipients import (
+    ConsentIn,
+    CustomerAddressIn,
+    CustomerEventIn,
+    Recipients,
+    SuppressionIn,
+    TopicIn,
+)
 from suppress.secrets_file import read_or_create
 from suppress.sql import load_queries
 from suppress.tenants import Authenticator, create_api_key, create_tenant
@@ -77,28 +84,51 @@ async def _seed_data(settings: Settings, api_key: str) -> None:
         ):
             await service.give_consent(
                 principal,
-                ConsentIn(channel="email", address=address, topic=topic, partners=partners,
-                          source="signup_form", notice_version="2026-01", evidence=evidence),
+                ConsentIn(
+                    channel="email",
+                    address=address,
+                    topic=topic,
+                    partners=partners,
+                    source="signup_form",
+                    notice_version="2026-01",
+                    evidence=evidence,
+                ),
                 now,
             )
         await service.give_consent(
-            principal, ConsentIn(channel="sms", address="+4791234567", source="checkout", notice_version="2026-01"), now
-        )
-        await service.customer_event(
             principal,
-            CustomerEventIn(customer_ref="C-1001", event="purchase", at=now - timedelta(days=30),
-                            addresses=[CustomerAddressIn(channel="email", address="per@example.no", collected_in_sale=True)]),
+            ConsentIn(channel="sms", address="+4791234567", source="checkout", notice_version="2026-01"),
             now,
         )
         await service.customer_event(
             principal,
-            CustomerEventIn(customer_ref="C-1002", event="agreement_started", at=now - timedelta(days=200),
-                            addresses=[CustomerAddressIn(channel="email", address="anne@example.no", collected_in_sale=True),
-                                       CustomerAddressIn(channel="sms", address="+4798765432", collected_in_sale=True)]),
+            CustomerEventIn(
+                customer_ref="C-1001",
+                event="purchase",
+                at=now - timedelta(days=30),
+                addresses=[
+                    CustomerAddressIn(channel="email", address="per@example.no", collected_in_sale=True)
+                ],
+            ),
+            now,
+        )
+        await service.customer_event(
+            principal,
+            CustomerEventIn(
+                customer_ref="C-1002",
+                event="agreement_started",
+                at=now - timedelta(days=200),
+                addresses=[
+                    CustomerAddressIn(channel="email", address="anne@example.no", collected_in_sale=True),
+                    CustomerAddressIn(channel="sms", address="+4798765432", collected_in_sale=True),
+                ],
+            ),
             now,
         )
         await service.suppress(
-            principal, SuppressionIn(channel="email", address="nils@example.no", reason="unsubscribed"), now
+            principal,
+            SuppressionIn(channel="email", address="nils@example.no", reason="unsubscribed"),
+            now,
         )
     finally:
         await pool.close()
@@ -156,7 +186,7 @@ async def run_dev(*, host: str, port: int, data_dir: Path | None, worker_setting
 
 
 async def _banner(server: uvicorn.Server, settings: Settings, api_key: str, data_dir: Path) -> None:
-    while not server.started:
+    while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
         await asyncio.sleep(0.05)
     base = settings.public_url
     lines: list[Any] = [

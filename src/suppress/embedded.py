@@ -141,9 +141,7 @@ class _EmbeddedServer:
     _stop_signal: signal.Signals  # clean shutdown
     _bind_errors: tuple[str, ...]  # log text that means "port taken"
 
-    def __init__(
-        self, data_dir: Path, *, startup_timeout: float = 60.0, stop_timeout: float = 30.0
-    ) -> None:
+    def __init__(self, data_dir: Path, *, startup_timeout: float = 60.0, stop_timeout: float = 30.0) -> None:
         # resolved: /proc reports working directories with symlinks resolved
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.startup_timeout = startup_timeout
@@ -307,8 +305,7 @@ class _EmbeddedServer:
                 _log.warning("port %d was taken before %s bound it, retrying", port, self._name)
                 if attempt == _PORT_ATTEMPTS:
                     raise EmbeddedServerError(
-                        f"embedded {self._name} could not bind a free port "
-                        f"after {_PORT_ATTEMPTS} attempts"
+                        f"embedded {self._name} could not bind a free port after {_PORT_ATTEMPTS} attempts"
                     ) from None
 
     def _spawn(self, user: pwd.struct_passwd | None, port: int, deadline: float) -> None:
@@ -541,9 +538,7 @@ class EmbeddedPostgres(_EmbeddedServer):
             )
         except subprocess.CalledProcessError as exc:
             err = exc.stderr.decode("utf-8", "replace").strip()
-            raise EmbeddedServerError(
-                f"could not create database {self.database!r}: {err}"
-            ) from exc
+            raise EmbeddedServerError(f"could not create database {self.database!r}: {err}") from exc
 
 
 class EmbeddedRedis(_EmbeddedServer):
@@ -711,9 +706,7 @@ def _stop_strays(workdir: Path, binary: str, sig: signal.Signals, timeout: float
     if not pids:
         return
     roots = [pid for pid, ppid in pids.items() if ppid not in pids]
-    _log.warning(
-        "stopping %s left running on %s by a previous run: pids %s", binary, workdir, roots
-    )
+    _log.warning("stopping %s left running on %s by a previous run: pids %s", binary, workdir, roots)
     for pid in roots:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)

@@ -7,7 +7,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 CHECKS = Counter(
-    "suppress_checks", "Pre-send check requests answered.", ["channel", "purpose"], registry=REGISTRY
+    "suppress_checks",
+    "Pre-send check requests answered.",
+    ["channel", "purpose"],
+    registry=REGISTRY,
 )
 CHECKED_RECIPIENTS = Counter(
     "suppress_check_recipients",
@@ -22,7 +25,9 @@ CHECK_SECONDS = Histogram(
     registry=REGISTRY,
 )
 HTTP_REQUESTS = Counter(
-    "suppress_http_requests", "HTTP requests by route and status.", ["method", "route", "status"],
+    "suppress_http_requests",
+    "HTTP requests by route and status.",
+    ["method", "route", "status"],
     registry=REGISTRY,
 )
 WRITES = Counter("suppress_writes", "State changes written, by kind.", ["kind"], registry=REGISTRY)

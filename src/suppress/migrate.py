@@ -52,7 +52,9 @@ async def migrate(conn: asyncpg.Connection, directory: Path | None = None) -> li
                    name text NOT NULL,
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
-        done = {r["version"]: r["name"] for r in await conn.fetch("SELECT version, name FROM schema_migrations")}
+        done = {
+            r["version"]: r["name"] for r in await conn.fetch("SELECT version, name FROM schema_migrations")
+        }
         for version, name, path in files:
             if version in done:
                 if done[version] != name:

@@ -34,7 +34,7 @@ SUPPRESSION_PRIORITY: tuple[Reason, ...] = (
     "manual",
     "soft_bounced",
 )
-_PRIORITY_INDEX = {reason: i for i, reason in enumerate(SUPPRESSION_PRIORITY)}
+_PRIORITY_INDEX: dict[str, int] = {reason: i for i, reason in enumerate(SUPPRESSION_PRIORITY)}
 
 
 class TenantPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -83,7 +83,7 @@ def _deny(reason: Reason) -> Decision:
 
 # Decisions are values; sharing one instance per outcome keeps a 100 000-recipient batch cheap.
 DENY: dict[str, Decision] = {
-    r: _deny(r)  # type: ignore[arg-type]
+    r: _deny(r)
     for r in (
         "invalid_address",
         "unsubscribed",

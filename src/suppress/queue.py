@@ -56,7 +56,7 @@ async def ping(queue: Queue) -> bool:
         return False
 
 
-def build_worker(worker_settings: type, redis_url: str, ctx: dict[str, Any]) -> Worker:
+def build_worker(worker_settings: Any, redis_url: str, ctx: dict[str, Any]) -> Worker:
     """An arq worker for `worker_settings` that runs inside the caller's event loop (used by `dev`)."""
     return Worker(
         functions=worker_settings.functions,

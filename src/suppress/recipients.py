@@ -48,7 +48,7 @@ class Inbound(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     """Base of request bodies: unknown fields are an error, not silently dropped."""
 
 
-class TopicIn(Inbound):
+class TopicIn(Inbound, frozen=True):
     name: TopicName
     soft_opt_in: bool
 
@@ -59,7 +59,7 @@ class Topic(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
 
 
-class SuppressionIn(Inbound):
+class SuppressionIn(Inbound, frozen=True):
     channel: Channel
     address: RawAddress
     reason: SuppressionReason
@@ -93,7 +93,7 @@ class LiftResult(msgspec.Struct, frozen=True, kw_only=True):
     lifted: list[str]
 
 
-class ConsentIn(Inbound):
+class ConsentIn(Inbound, frozen=True):
     channel: Channel
     address: RawAddress
     source: SourceName
@@ -104,7 +104,7 @@ class ConsentIn(Inbound):
     granted_at: AwareDatetime | None = None
 
 
-class ConsentWithdrawIn(Inbound):
+class ConsentWithdrawIn(Inbound, frozen=True):
     channel: Channel
     address: RawAddress
     topic: TopicName | None = None
@@ -121,13 +121,13 @@ class WriteResult(msgspec.Struct, frozen=True, kw_only=True):
     consents_ended: int = 0
 
 
-class CustomerAddressIn(Inbound):
+class CustomerAddressIn(Inbound, frozen=True):
     channel: Channel
     address: RawAddress
     collected_in_sale: bool
 
 
-class CustomerEventIn(Inbound):
+class CustomerEventIn(Inbound, frozen=True):
     customer_ref: CustomerRef
     addresses: Annotated[list[CustomerAddressIn], Meta(min_length=1, max_length=50)]
     event: CustomerEvent
@@ -204,9 +204,13 @@ class Recipients:
 
     async def save_topic(self, principal: Principal, data: TopicIn) -> tuple[Topic, bool]:
         """Create a topic or change its soft opt-in flag; says whether it was created."""
-        row = await self._pool.fetchrow(self._q.create_topic, principal.tenant_id, data.name, data.soft_opt_in)
+        row = await self._pool.fetchrow(
+            self._q.create_topic, principal.tenant_id, data.name, data.soft_opt_in
+        )
         assert row is not None
-        return Topic(name=row["name"], soft_opt_in=row["soft_opt_in"], created_at=row["created_at"]), row["created"]
+        return Topic(name=row["name"], soft_opt_in=row["soft_opt_in"], created_at=row["created_at"]), row[
+            "created"
+        ]
 
     async def list_topics(self, principal: Principal) -> list[Topic]:
         rows = await self._pool.fetch(self._q.list_topics, principal.tenant_id)
@@ -227,7 +231,9 @@ class Recipients:
         """Add a suppression (an `unsubscribed` one also ends the matching consents)."""
         normalised, digest = self.key(principal, data.channel, data.address)
         if data.topic is not None and data.reason != "unsubscribed":
-            raise InvalidInput("only `unsubscribed` can be limited to a topic; leave out `topic` for other reasons")
+            raise InvalidInput(
+                "only `unsubscribed` can be limited to a topic; leave out `topic` for other reasons"
+            )
         expires_at = data.expires_at
         if expires_at is not None and expires_at <= now:
             raise InvalidInput("expires_at must lie in the future")
@@ -279,7 +285,9 @@ class Recipients:
         normalised, digest = self.key(principal, channel, raw_address)
         topic_id = await self.topic_id(principal, topic)
         async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(self._q.suppressions_at_scope, principal.tenant_id, channel, digest, topic_id)
+            rows = await conn.fetch(
+                self._q.suppressions_at_scope, principal.tenant_id, channel, digest, topic_id
+            )
             reasons = [r["reason"] for r in rows if reason is None or r["reason"] == reason]
             if not reasons:
                 what = f"a {reason!r} suppression" if reason else "a suppression"
@@ -302,7 +310,9 @@ class Recipients:
                 None,
             )
         metrics.WRITES.labels("suppression_lifted").inc(len(lifted))
-        return LiftResult(channel=channel, address=normalised, topic=topic, lifted=[r["reason"] for r in lifted])
+        return LiftResult(
+            channel=channel, address=normalised, topic=topic, lifted=[r["reason"] for r in lifted]
+        )
 
     async def list_suppressions(
         self,
@@ -342,7 +352,13 @@ class Recipients:
             last = page[-1]
             next_cursor = _b64(
                 msgspec.msgpack.encode(
-                    Cursor(last["created_at"], last["channel"], last["address_hash"], last["topic_id"], last["reason"])
+                    Cursor(
+                        last["created_at"],
+                        last["channel"],
+                        last["address_hash"],
+                        last["topic_id"],
+                        last["reason"],
+                    )
                 )
             )
         return SuppressionPage(
@@ -406,18 +422,24 @@ class Recipients:
             lifted_unsubscribe=row["lifted_unsubscribe"],
         )
 
-    async def withdraw_consent(self, principal: Principal, data: ConsentWithdrawIn, now: datetime) -> WriteResult:
+    async def withdraw_consent(
+        self, principal: Principal, data: ConsentWithdrawIn, now: datetime
+    ) -> WriteResult:
         """A withdrawal is an unsubscribe: it ends the matching consents and suppresses that scope."""
         return await self.suppress(
             principal,
-            SuppressionIn(channel=data.channel, address=data.address, reason="unsubscribed", topic=data.topic),
+            SuppressionIn(
+                channel=data.channel, address=data.address, reason="unsubscribed", topic=data.topic
+            ),
             now,
             kind="consent_withdrawn",
         )
 
     # -- customer relationships ----------------------------------------------------------------
 
-    async def customer_event(self, principal: Principal, data: CustomerEventIn, now: datetime) -> CustomerResult:
+    async def customer_event(
+        self, principal: Principal, data: CustomerEventIn, now: datetime
+    ) -> CustomerResult:
         """Apply a purchase or agreement event to a customer and every address linked to it."""
         at = data.at or now
         if at > now + CLOCK_SKEW:
@@ -426,9 +448,14 @@ class Recipients:
         for item in data.addresses:
             normalised, digest = self.key(principal, item.channel, item.address)
             previous = linked.get((item.channel, digest))
-            linked[(item.channel, digest)] = (normalised, item.collected_in_sale or bool(previous and previous[1]))
+            linked[(item.channel, digest)] = (
+                normalised,
+                item.collected_in_sale or bool(previous and previous[1]),
+            )
         async with self._pool.acquire() as conn, conn.transaction():
-            customer = await conn.fetchrow(self._q.upsert_customer, principal.tenant_id, data.customer_ref, data.event, at)
+            customer = await conn.fetchrow(
+                self._q.upsert_customer, principal.tenant_id, data.customer_ref, data.event, at
+            )
             assert customer is not None
             await conn.execute(
                 self._q.link_customer_address,
@@ -457,7 +484,13 @@ class Recipients:
     # -- reading one recipient -------------------------------------------------------------------
 
     async def explain(
-        self, principal: Principal, channel: Channel, raw_address: str, now: datetime, *, events: int = 1000
+        self,
+        principal: Principal,
+        channel: Channel,
+        raw_address: str,
+        now: datetime,
+        *,
+        events: int = 1000,
     ) -> RecipientView:
         """A recipient's state, the marketing decision per topic, and the ledger behind it."""
         normalised, digest = self.key(principal, channel, raw_address)
@@ -485,11 +518,18 @@ class Recipients:
                 row["erased_at"] is not None,
             )
         marketing = []
-        for topic_id, topic_name, soft in [(None, None, False)] + [(t["id"], t["name"], t["soft_opt_in"]) for t in topics]:
+        for topic_id, topic_name, soft in [(None, None, False)] + [
+            (t["id"], t["name"], t["soft_opt_in"]) for t in topics
+        ]:
             message = MessageContext(purpose="marketing", topic_id=topic_id, topic_soft_opt_in=soft)
             decision = decide(principal.policy, message, state, now)
             marketing.append(
-                DecisionView(topic=topic_name, allowed=decision.allowed, basis=decision.basis, reason=decision.reason)
+                DecisionView(
+                    topic=topic_name,
+                    allowed=decision.allowed,
+                    basis=decision.basis,
+                    reason=decision.reason,
+                )
             )
         return RecipientView(
             channel=channel,

@@ -9,10 +9,10 @@ empty statements), so a broken query stops the boot instead of the first request
 from __future__ import annotations
 
 import re
-
-import msgspec
 from pathlib import Path
 from typing import ClassVar
+
+import msgspec
 
 from suppress.errors import QueryRegistryError
 

@@ -11,7 +11,13 @@ from suppress import queue
 from suppress.metrics import REGISTRY
 
 
-@get("/healthz", summary="The process is alive", tags=["operations"], security=[], include_in_schema=True)
+@get(
+    "/healthz",
+    summary="The process is alive",
+    tags=["operations"],
+    security=[],
+    include_in_schema=True,
+)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -26,10 +32,18 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
         checks["database"] = f"unavailable ({type(exc).__name__})"
     checks["redis"] = "ok" if await queue.ping(request.app.state.queue) else "unavailable"
     ready = all(v == "ok" for v in checks.values())
-    return Response({"status": "ready" if ready else "not ready", **checks}, status_code=200 if ready else 503)
+    return Response(
+        {"status": "ready" if ready else "not ready", **checks}, status_code=200 if ready else 503
+    )
 
 
-@get("/metrics", summary="Prometheus metrics", tags=["operations"], security=[], media_type=CONTENT_TYPE_LATEST)
+@get(
+    "/metrics",
+    summary="Prometheus metrics",
+    tags=["operations"],
+    security=[],
+    media_type=CONTENT_TYPE_LATEST,
+)
 async def metrics_endpoint() -> Response[bytes]:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 

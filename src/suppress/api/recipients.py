@@ -35,9 +35,13 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-@post("/v1/topics", summary="Create a topic or change its soft opt-in flag", tags=["topics"],
-      description="201 when created, 200 when it existed. `soft_opt_in` says whether an active customer "
-      "relationship is a sufficient basis for this topic. Needs `write`.")
+@post(
+    "/v1/topics",
+    summary="Create a topic or change its soft opt-in flag",
+    tags=["topics"],
+    description="201 when created, 200 when it existed. `soft_opt_in` says whether an active customer "
+    "relationship is a sufficient basis for this topic. Needs `write`.",
+)
 async def save_topic(request: Request[Any, Any, Any], data: JSONBody[TopicIn]) -> Response[Topic]:
     principal = await caller(request, "write")
     topic, created = await _recipients(request).save_topic(principal, data)
@@ -50,19 +54,28 @@ async def list_topics(request: Request[Any, Any, Any]) -> list[Topic]:
     return await _recipients(request).list_topics(principal)
 
 
-@post("/v1/suppressions", status_code=201, summary="Suppress an address", tags=["suppressions"],
-      description="Global (all topics of the channel) unless `topic` is given, which only `unsubscribed` "
-      "may be. `soft_bounced` without `expires_at` lasts the tenant's soft-bounce period. An "
-      "`unsubscribed` suppression also ends the matching consents. Needs `write`.")
+@post(
+    "/v1/suppressions",
+    status_code=201,
+    summary="Suppress an address",
+    tags=["suppressions"],
+    description="Global (all topics of the channel) unless `topic` is given, which only `unsubscribed` "
+    "may be. `soft_bounced` without `expires_at` lasts the tenant's soft-bounce period. An "
+    "`unsubscribed` suppression also ends the matching consents. Needs `write`.",
+)
 async def add_suppression(request: Request[Any, Any, Any], data: JSONBody[SuppressionIn]) -> WriteResult:
     principal = await caller(request, "write")
     return await _recipients(request).suppress(principal, data, _now())
 
 
-@delete("/v1/suppressions/{channel:str}/{address:str}", status_code=200, summary="Lift suppressions",
-        tags=["suppressions"],
-        description="Lifts every suppression at the scope (all topics, or `topic`), or only `reason`. "
-        "Lifting `complained` or `erased` needs the admin scope; otherwise `write`.")
+@delete(
+    "/v1/suppressions/{channel:str}/{address:str}",
+    status_code=200,
+    summary="Lift suppressions",
+    tags=["suppressions"],
+    description="Lifts every suppression at the scope (all topics, or `topic`), or only `reason`. "
+    "Lifting `complained` or `erased` needs the admin scope; otherwise `write`.",
+)
 async def lift_suppression(
     request: Request[Any, Any, Any],
     channel: FromPath[Channel],
@@ -75,7 +88,11 @@ async def lift_suppression(
     return await _recipients(request).lift(principal, channel, address, topic, reason, _now(), note=note)
 
 
-@get("/v1/suppressions", summary="List suppressions, oldest first, with cursor pagination", tags=["suppressions"])
+@get(
+    "/v1/suppressions",
+    summary="List suppressions, oldest first, with cursor pagination",
+    tags=["suppressions"],
+)
 async def list_suppressions(
     request: Request[Any, Any, Any],
     channel: FromQuery[Channel | None] = None,
@@ -86,40 +103,64 @@ async def list_suppressions(
 ) -> SuppressionPage:
     principal = await caller(request, "read")
     return await _recipients(request).list_suppressions(
-        principal, channel=channel, reason=reason, since=since, cursor=cursor, limit=limit, now=_now()
+        principal,
+        channel=channel,
+        reason=reason,
+        since=since,
+        cursor=cursor,
+        limit=limit,
+        now=_now(),
     )
 
 
-@post("/v1/consents", status_code=201, summary="Record a consent with its evidence", tags=["consents"],
-      description="All topics unless `topic` is given; `partners: true` also covers partner offers. A "
-      "consent given after an `unsubscribed` suppression of the same scope lifts it (a person-initiated "
-      "re-opt-in); it never lifts complaints, bounces or erasure. Needs `write`.")
+@post(
+    "/v1/consents",
+    status_code=201,
+    summary="Record a consent with its evidence",
+    tags=["consents"],
+    description="All topics unless `topic` is given; `partners: true` also covers partner offers. A "
+    "consent given after an `unsubscribed` suppression of the same scope lifts it (a person-initiated "
+    "re-opt-in); it never lifts complaints, bounces or erasure. Needs `write`.",
+)
 async def give_consent(request: Request[Any, Any, Any], data: JSONBody[ConsentIn]) -> WriteResult:
     principal = await caller(request, "write")
     return await _recipients(request).give_consent(principal, data, _now())
 
 
-@post("/v1/consents/withdraw", status_code=200, summary="Withdraw consent (an unsubscribe)", tags=["consents"],
-      description="Ends the matching consents and suppresses the scope as `unsubscribed`, so a customer "
-      "relationship no longer counts either. Needs `write`.")
+@post(
+    "/v1/consents/withdraw",
+    status_code=200,
+    summary="Withdraw consent (an unsubscribe)",
+    tags=["consents"],
+    description="Ends the matching consents and suppresses the scope as `unsubscribed`, so a customer "
+    "relationship no longer counts either. Needs `write`.",
+)
 async def withdraw_consent(request: Request[Any, Any, Any], data: JSONBody[ConsentWithdrawIn]) -> WriteResult:
     principal = await caller(request, "write")
     return await _recipients(request).withdraw_consent(principal, data, _now())
 
 
-@post("/v1/customers", status_code=200, summary="Record a purchase or an agreement change", tags=["customers"],
-      description="Links the addresses to the customer (`collected_in_sale` marks an address obtained in "
-      "a sale, the condition for soft opt-in) and updates the relationship of every address of the "
-      "customer. Needs `write`.")
+@post(
+    "/v1/customers",
+    status_code=200,
+    summary="Record a purchase or an agreement change",
+    tags=["customers"],
+    description="Links the addresses to the customer (`collected_in_sale` marks an address obtained in "
+    "a sale, the condition for soft opt-in) and updates the relationship of every address of the "
+    "customer. Needs `write`.",
+)
 async def customer_event(request: Request[Any, Any, Any], data: JSONBody[CustomerEventIn]) -> CustomerResult:
     principal = await caller(request, "write")
     return await _recipients(request).customer_event(principal, data, _now())
 
 
-@get("/v1/recipients/{channel:str}/{address:str}", summary="Why a recipient is allowed or not",
-     tags=["recipients"],
-     description="The current state, the marketing decision for each topic, current consents, "
-     "suppressions and customer links, and the ledger events behind them. Needs `read`.")
+@get(
+    "/v1/recipients/{channel:str}/{address:str}",
+    summary="Why a recipient is allowed or not",
+    tags=["recipients"],
+    description="The current state, the marketing decision for each topic, current consents, "
+    "suppressions and customer links, and the ledger events behind them. Needs `read`.",
+)
 async def get_recipient(
     request: Request[Any, Any, Any],
     channel: FromPath[Channel],
