@@ -117,6 +117,7 @@ WITH lifted AS (
     RETURNING 1
 )
 SELECT ev.id AS event_id, EXISTS (SELECT 1 FROM lifted) AS lifted_unsubscribe,
+       ARRAY[ev.id] || coalesce((SELECT array_agg(id ORDER BY id) FROM lift_event), '{}') AS event_ids,
        (SELECT count(*) FROM saved) + (SELECT count(*) FROM projection) + (SELECT count(*) FROM lift_event) AS writes
 FROM ev;
 
@@ -169,7 +170,7 @@ WITH input AS (
     RETURNING id
 )
 SELECT (SELECT count(*) FROM links) AS links, (SELECT count(*) FROM rows) AS recipients,
-       (SELECT count(*) FROM ev) AS events;
+       (SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM ev) AS event_ids;
 
 -- name: refresh_customer_relationships
 -- Recompute the relationship columns of every address linked to one customer, from all the

@@ -11,10 +11,18 @@ SELECT coalesce((SELECT id FROM new_campaign),
 -- name: upsert_suppression
 -- Suppress one recipient at one scope, atomically: append the event, upsert the suppression, end
 -- the matching consents when the reason is `unsubscribed`, and rewrite the projection row.
--- $1 tenant, $2 channel, $3 address hash, $4 address, $5 topic id (0 = all topics), $6 reason,
--- $7 expires at, $8 campaign id, $9 note, $10 source, $11 actor, $12 occurred at, $13 event data,
--- $14 event kind. A repeated suppression keeps its first time and the later expiry (NULL = never).
-WITH prior AS (
+-- $1 tenant, $2 channel, $3 address hash, $4 address (NULL keeps the stored one), $5 topic id
+-- (0 = all topics), $6 reason, $7 expires at, $8 campaign id, $9 note, $10 source, $11 actor,
+-- $12 occurred at, $13 event data, $14 event kind, $15 only if new: when true and the same reason is
+-- already in force at this scope or for all topics, nothing is written and no row comes back.
+-- A repeated suppression keeps its first time and the later expiry (NULL = never).
+WITH go AS (
+    SELECT 1 AS ok
+    WHERE NOT ($15::boolean AND EXISTS (
+        SELECT 1 FROM suppressions
+        WHERE tenant_id = $1 AND channel = $2 AND address_hash = $3 AND reason = $6
+          AND topic_id IN (0, $5) AND (expires_at IS NULL OR expires_at > $12)))
+), prior AS (
     SELECT created_at, expires_at FROM suppressions
     WHERE tenant_id = $1 AND channel = $2 AND address_hash = $3 AND topic_id = $5 AND reason = $6
 ), merged AS (
@@ -22,11 +30,11 @@ WITH prior AS (
            CASE WHEN p.created_at IS NULL OR (p.expires_at IS NOT NULL AND p.expires_at <= $12) THEN $7::timestamptz
                 WHEN p.expires_at IS NULL OR $7::timestamptz IS NULL THEN NULL
                 ELSE greatest(p.expires_at, $7::timestamptz) END AS expires_at
-    FROM (SELECT 1) AS one LEFT JOIN prior p ON true
+    FROM go LEFT JOIN prior p ON true
 ), ended_consents AS (
     DELETE FROM consents
     WHERE tenant_id = $1 AND channel = $2 AND address_hash = $3
-      AND $6 = 'unsubscribed' AND ($5 = 0 OR topic_id = $5)
+      AND $6 = 'unsubscribed' AND ($5 = 0 OR topic_id = $5) AND EXISTS (SELECT 1 FROM go)
     RETURNING topic_id
 ), ev AS (
     INSERT INTO events (tenant_id, channel, address_hash, kind, topic_id, campaign_id, source, actor,
@@ -71,6 +79,7 @@ WITH prior AS (
            coalesce((SELECT array_agg(topic_id ORDER BY topic_id) FROM topics_after), '{}'),
            coalesce((SELECT array_agg(topic_id ORDER BY topic_id) FROM consents_after), '{}'),
            coalesce((SELECT array_agg(topic_id ORDER BY topic_id) FROM consents_after WHERE partners), '{}')
+    WHERE EXISTS (SELECT 1 FROM go)
     ON CONFLICT (tenant_id, channel, address_hash) DO UPDATE
     SET suppression_reasons = excluded.suppression_reasons,
         suppression_expires = excluded.suppression_expires,
@@ -125,7 +134,8 @@ WITH lifted AS (
     WHERE tenant_id = $1 AND channel = $2 AND address_hash = $3 AND EXISTS (SELECT 1 FROM lifted)
     RETURNING 1
 )
-SELECT l.reason, (SELECT count(*) FROM ev) AS events, (SELECT count(*) FROM projection) AS projected
+SELECT l.reason, (SELECT array_agg(id ORDER BY id) FROM ev) AS event_ids,
+       (SELECT count(*) FROM projection) AS projected
 FROM lifted l ORDER BY l.reason;
 
 -- name: list_suppressions

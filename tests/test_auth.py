@@ -54,7 +54,9 @@ async def test_missing_or_forged_keys_are_401(client: Client, authorization: str
         ("admin", "POST", "/v1/suppressions", SUPPRESSION, True),
     ],
 )
-async def test_scopes(client: Client, tenant: Tenant, scope: str, method: str, path: str, body: object, allowed: bool) -> None:
+async def test_scopes(
+    client: Client, tenant: Tenant, scope: str, method: str, path: str, body: object, allowed: bool
+) -> None:
     response = await client.request(method, path, json=body, headers=tenant.auth(scope))
     if allowed:
         assert response.status_code < 300, response.text
@@ -62,13 +64,20 @@ async def test_scopes(client: Client, tenant: Tenant, scope: str, method: str, p
         assert response.status_code == 403 and response.json()["code"] == "forbidden"
 
 
-async def test_forbidden_write_changes_nothing(db: asyncpg.Connection, client: Client, tenant: Tenant) -> None:
+async def test_forbidden_write_changes_nothing(
+    db: asyncpg.Connection, client: Client, tenant: Tenant
+) -> None:
     await client.post("/v1/suppressions", json=SUPPRESSION, headers=tenant.auth("read"))
     assert await db.fetchval("SELECT count(*) FROM events WHERE tenant_id = $1", tenant.id) == 0
 
 
-async def test_revoked_key_stops_working(db: asyncpg.Connection, client: Client, tenant: Tenant, app: Litestar) -> None:
-    await db.execute("UPDATE api_keys SET revoked_at = now() WHERE key_hash = $1", hash_api_key(tenant.keys["check"]))
+async def test_revoked_key_stops_working(
+    db: asyncpg.Connection, client: Client, tenant: Tenant, app: Litestar
+) -> None:
+    await db.execute(
+        "UPDATE api_keys SET revoked_at = now() WHERE key_hash = $1",
+        hash_api_key(tenant.keys["check"]),
+    )
     app.state.authenticator._cache.clear()  # the short cache would otherwise hold the key for a few seconds
     response = await client.post("/v1/checks", json=CHECK, headers=tenant.auth("check"))
     assert response.status_code == 401
@@ -83,12 +92,19 @@ async def test_keys_are_stored_hashed(db: asyncpg.Connection, tenant: Tenant) ->
     assert {r["key_hash"] for r in stored} == {hash_api_key(k) for k in plaintexts}
 
 
-async def test_tenant_cannot_read_another_tenants_recipient(client: Client, tenant: Tenant, db: asyncpg.Connection, queries: object) -> None:
+async def test_tenant_cannot_read_another_tenants_recipient(
+    client: Client, tenant: Tenant, db: asyncpg.Connection, queries: object
+) -> None:
     from suppress.tenants import create_tenant
 
     await client.post("/v1/suppressions", json=SUPPRESSION, headers=tenant.auth("write"))
     other = await create_tenant(db, queries, f"nosy-{tenant.name}")  # type: ignore[arg-type]
-    view = (await client.get("/v1/recipients/email/a@example.no", headers={"Authorization": f"Bearer {other.api_key}"})).json()
+    view = (
+        await client.get(
+            "/v1/recipients/email/a@example.no",
+            headers={"Authorization": f"Bearer {other.api_key}"},
+        )
+    ).json()
     assert view["known"] is False and view["events"] == []
     page = (await client.get("/v1/suppressions", headers={"Authorization": f"Bearer {other.api_key}"})).json()
     assert page["items"] == []

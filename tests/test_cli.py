@@ -16,13 +16,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from suppress.embedded import free_port
 from suppress.config import ENV_VARS
+from suppress.embedded import free_port
 
 
 def run(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "suppress.cli", *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+        [sys.executable, "-m", "suppress.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -85,7 +90,16 @@ def test_dev_runs_everything_with_nothing_configured(dev_data_dir: Path) -> None
     """The README's promise: `suppress dev` with no servers configured serves /readyz and checks."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "suppress.cli", "dev", "--port", str(port), "--data-dir", str(dev_data_dir)],
+        [
+            sys.executable,
+            "-m",
+            "suppress.cli",
+            "dev",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(dev_data_dir),
+        ],
         env=clean_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -109,8 +123,12 @@ def test_dev_runs_everything_with_nothing_configured(dev_data_dir: Path) -> None
         response = httpx.post(
             f"{base}/v1/checks",
             headers={"Authorization": f"Bearer {key}"},
-            json={"channel": "email", "purpose": "marketing", "topic": "newsletter",
-                  "recipients": ["ola.nordmann@example.no", "nils@example.no", "nobody@example.no"]},
+            json={
+                "channel": "email",
+                "purpose": "marketing",
+                "topic": "newsletter",
+                "recipients": ["ola.nordmann@example.no", "nils@example.no", "nobody@example.no"],
+            },
         )
         assert response.status_code == 200, response.text
         reasons = [r["reason"] for r in response.json()["results"]]

@@ -72,9 +72,7 @@ def test_rule1_invalid_address_denies_whatever_else() -> None:
     everything = customer(consent_topics=[ALL_TOPICS], partner_consent_topics=[ALL_TOPICS])
     for message in (marketing(), TRANSACTIONAL, marketing(None)):
         for state in (everything, None, RecipientState(erased=True)):
-            assert decide(DEFAULT, message, state, NOW, address_valid=False) == denied(
-                "invalid_address"
-            )
+            assert decide(DEFAULT, message, state, NOW, address_valid=False) == denied("invalid_address")
 
 
 def test_rule2_erased_denies_any_purpose() -> None:
@@ -113,9 +111,7 @@ def test_rule4_tenant_widens_transactional_blocked_by_complained() -> None:
     policy = TenantPolicy(transactional_blocked_by=frozenset({"hard_bounced", "complained"}))
     assert decide(policy, TRANSACTIONAL, suppressed("complained"), NOW) == denied("complained")
     assert decide(policy, TRANSACTIONAL, suppressed("hard_bounced"), NOW) == denied("hard_bounced")
-    assert decide(policy, TRANSACTIONAL, suppressed("unsubscribed"), NOW) == allowed(
-        "transactional"
-    )
+    assert decide(policy, TRANSACTIONAL, suppressed("unsubscribed"), NOW) == allowed("transactional")
     # Both active: the strongest of the blocking ones is reported.
     both = suppressed("hard_bounced", "complained")
     assert decide(policy, TRANSACTIONAL, both, NOW) == denied("complained")
@@ -134,9 +130,7 @@ def test_rule5_active_global_suppression_denies_marketing_with_its_reason(reason
 
 
 def test_rule5_soft_bounce_denies_until_expiry() -> None:
-    state = suppressed(
-        "soft_bounced", expires=NOW + timedelta(seconds=1), consent_topics=[ALL_TOPICS]
-    )
+    state = suppressed("soft_bounced", expires=NOW + timedelta(seconds=1), consent_topics=[ALL_TOPICS])
     assert decide(DEFAULT, marketing(), state, NOW) == denied("soft_bounced")
 
 
@@ -241,16 +235,12 @@ def test_rule7_partner_offer_never_passes_on_relationship() -> None:
 
 def test_rule8_soft_opt_in_on_open_agreement() -> None:
     state = customer()
-    assert decide(DEFAULT, marketing(TOPIC, soft_opt_in=True), state, NOW) == allowed(
-        "customer_relationship"
-    )
+    assert decide(DEFAULT, marketing(TOPIC, soft_opt_in=True), state, NOW) == allowed("customer_relationship")
 
 
 def test_rule8_soft_opt_in_on_recent_purchase() -> None:
     state = RecipientState(collected_in_sale=True, last_purchase_at=NOW - timedelta(days=30))
-    assert decide(DEFAULT, marketing(TOPIC, soft_opt_in=True), state, NOW) == allowed(
-        "customer_relationship"
-    )
+    assert decide(DEFAULT, marketing(TOPIC, soft_opt_in=True), state, NOW) == allowed("customer_relationship")
 
 
 def test_rule8_consent_is_preferred_basis_over_relationship() -> None:
@@ -263,9 +253,7 @@ def test_rule8_relationship_window_boundary() -> None:
     exactly = RecipientState(collected_in_sale=True, last_purchase_at=NOW - timedelta(days=365))
     assert relationship_active(exactly, DEFAULT, NOW)
     assert decide(DEFAULT, msg, exactly, NOW) == allowed("customer_relationship")
-    over = RecipientState(
-        collected_in_sale=True, last_purchase_at=NOW - timedelta(days=365, seconds=1)
-    )
+    over = RecipientState(collected_in_sale=True, last_purchase_at=NOW - timedelta(days=365, seconds=1))
     assert not relationship_active(over, DEFAULT, NOW)
     assert decide(DEFAULT, msg, over, NOW) == denied("no_basis")
 
@@ -274,9 +262,7 @@ def test_rule8_tenant_relationship_window() -> None:
     policy = TenantPolicy(relationship_window_days=30)
     msg = marketing(TOPIC, soft_opt_in=True)
     inside = RecipientState(collected_in_sale=True, last_purchase_at=NOW - timedelta(days=30))
-    outside = RecipientState(
-        collected_in_sale=True, last_purchase_at=NOW - timedelta(days=30, seconds=1)
-    )
+    outside = RecipientState(collected_in_sale=True, last_purchase_at=NOW - timedelta(days=30, seconds=1))
     assert decide(policy, msg, inside, NOW) == allowed("customer_relationship")
     assert decide(policy, msg, outside, NOW) == denied("no_basis")
 
@@ -287,9 +273,7 @@ def test_rule8_former_relationship_denied() -> None:
     )
     assert decide(DEFAULT, marketing(TOPIC, soft_opt_in=True), state, NOW) == denied("no_basis")
     never_bought = RecipientState(collected_in_sale=True)
-    assert decide(DEFAULT, marketing(TOPIC, soft_opt_in=True), never_bought, NOW) == denied(
-        "no_basis"
-    )
+    assert decide(DEFAULT, marketing(TOPIC, soft_opt_in=True), never_bought, NOW) == denied("no_basis")
 
 
 def test_rule8_address_not_collected_in_sale_denied() -> None:
@@ -332,15 +316,11 @@ def test_order_erased_beats_restricted_beats_transactional() -> None:
 
 
 def test_order_restricted_denies_transactional() -> None:
-    assert decide(DEFAULT, TRANSACTIONAL, RecipientState(restricted=True), NOW) == denied(
-        "restricted"
-    )
+    assert decide(DEFAULT, TRANSACTIONAL, RecipientState(restricted=True), NOW) == denied("restricted")
 
 
 def test_order_erased_and_restricted_beat_suppressions_for_marketing() -> None:
-    assert decide(DEFAULT, marketing(), suppressed("complained", erased=True), NOW) == denied(
-        "erased"
-    )
+    assert decide(DEFAULT, marketing(), suppressed("complained", erased=True), NOW) == denied("erased")
     assert decide(DEFAULT, marketing(), suppressed("complained", restricted=True), NOW) == denied(
         "restricted"
     )
@@ -393,9 +373,7 @@ RARELY = st.sampled_from([False, False, False, False, True])
 def states(draw: st.DrawFn, *, clean: bool = False) -> RecipientState:
     """A recipient row; `clean` = no suppression rows, not erased, not restricted."""
     pairs = draw(
-        st.lists(
-            st.tuples(st.sampled_from(SUPPRESSION_REASONS), EXPIRIES), max_size=0 if clean else 3
-        )
+        st.lists(st.tuples(st.sampled_from(SUPPRESSION_REASONS), EXPIRIES), max_size=0 if clean else 3)
     )
     return RecipientState(
         suppression_reasons=[reason for reason, _ in pairs],
@@ -522,8 +500,7 @@ def test_prop_transactional_never_no_basis(
     if not decision.allowed:
         assert state is not None
         assert (
-            decision.reason in ("erased", "restricted")
-            or decision.reason in policy.transactional_blocked_by
+            decision.reason in ("erased", "restricted") or decision.reason in policy.transactional_blocked_by
         )
 
 
@@ -535,9 +512,7 @@ def test_prop_decide_is_deterministic(
     # Equal but distinct copies of the inputs give the same answer.
     policy_copy = msgspec.structs.replace(policy)
     message_copy = msgspec.structs.replace(message)
-    state_copy = (
-        None if state is None else msgspec.convert(msgspec.to_builtins(state), RecipientState)
-    )
+    state_copy = None if state is None else msgspec.convert(msgspec.to_builtins(state), RecipientState)
     second = decide(policy_copy, message_copy, state_copy, NOW, address_valid=valid)
     assert first == second
     assert decide(policy, message, state, NOW, address_valid=valid) == first
@@ -589,9 +564,7 @@ def test_prop_adding_consent_never_denies_allowed(
     base = state or RecipientState()
     before = decide(policy, message, base, NOW)
     if partner:
-        more = msgspec.structs.replace(
-            base, partner_consent_topics=[*base.partner_consent_topics, topic]
-        )
+        more = msgspec.structs.replace(base, partner_consent_topics=[*base.partner_consent_topics, topic])
     else:
         more = msgspec.structs.replace(base, consent_topics=[*base.consent_topics, topic])
     after = decide(policy, message, more, NOW)

@@ -22,48 +22,87 @@ async def ledger(db: asyncpg.Connection, tenant: Tenant) -> list[tuple[str, dict
 
 
 async def test_topic_create_then_update(client: Client, tenant: Tenant) -> None:
-    first = await client.post("/v1/topics", json={"name": "news", "soft_opt_in": False}, headers=tenant.auth("write"))
-    again = await client.post("/v1/topics", json={"name": "news", "soft_opt_in": True}, headers=tenant.auth("write"))
+    first = await client.post(
+        "/v1/topics", json={"name": "news", "soft_opt_in": False}, headers=tenant.auth("write")
+    )
+    again = await client.post(
+        "/v1/topics", json={"name": "news", "soft_opt_in": True}, headers=tenant.auth("write")
+    )
     assert (first.status_code, again.status_code) == (201, 200)
     listed = (await client.get("/v1/topics", headers=tenant.auth("read"))).json()
     assert [(t["name"], t["soft_opt_in"]) for t in listed] == [("news", True)]
 
 
-async def test_suppression_appends_event_and_updates_projection(db: asyncpg.Connection, client: Client, tenant: Tenant) -> None:
-    result = await post_json(client, tenant, "/v1/suppressions",
-                             {"channel": "email", "address": " Kari@Example.NO ", "reason": "manual", "note": "asked by phone"})
+async def test_suppression_appends_event_and_updates_projection(
+    db: asyncpg.Connection, client: Client, tenant: Tenant
+) -> None:
+    result = await post_json(
+        client,
+        tenant,
+        "/v1/suppressions",
+        {
+            "channel": "email",
+            "address": " Kari@Example.NO ",
+            "reason": "manual",
+            "note": "asked by phone",
+        },
+    )
     assert result["address"] == "kari@example.no" and result["event_id"] > 0
-    row = await db.fetchrow("SELECT address, suppression_reasons FROM recipients WHERE tenant_id = $1", tenant.id)
-    assert row is not None and row["address"] == "kari@example.no" and row["suppression_reasons"] == ["manual"]
+    row = await db.fetchrow(
+        "SELECT address, suppression_reasons FROM recipients WHERE tenant_id = $1", tenant.id
+    )
+    assert (
+        row is not None and row["address"] == "kari@example.no" and row["suppression_reasons"] == ["manual"]
+    )
     [(kind, data)] = await ledger(db, tenant)
     assert kind == "suppression_added" and data["reason"] == "manual"
 
 
-async def test_unsubscribe_suppression_ends_consents(db: asyncpg.Connection, client: Client, tenant: Tenant) -> None:
+async def test_unsubscribe_suppression_ends_consents(
+    db: asyncpg.Connection, client: Client, tenant: Tenant
+) -> None:
     await consent(client, tenant, "quit@example.no", partners=True)
-    result = await post_json(client, tenant, "/v1/suppressions", {"channel": "email", "address": "quit@example.no", "reason": "unsubscribed"})
+    result = await post_json(
+        client,
+        tenant,
+        "/v1/suppressions",
+        {"channel": "email", "address": "quit@example.no", "reason": "unsubscribed"},
+    )
     assert result["consents_ended"] == 1
     assert await db.fetchval("SELECT count(*) FROM consents WHERE tenant_id = $1", tenant.id) == 0
-    row = await db.fetchrow("SELECT consent_topics, partner_consent_topics FROM recipients WHERE tenant_id = $1", tenant.id)
+    row = await db.fetchrow(
+        "SELECT consent_topics, partner_consent_topics FROM recipients WHERE tenant_id = $1",
+        tenant.id,
+    )
     assert row is not None and row["consent_topics"] == [] and row["partner_consent_topics"] == []
 
 
-async def test_repeated_suppression_keeps_first_time_and_longest_expiry(db: asyncpg.Connection, client: Client, tenant: Tenant) -> None:
+async def test_repeated_suppression_keeps_first_time_and_longest_expiry(
+    db: asyncpg.Connection, client: Client, tenant: Tenant
+) -> None:
     later = datetime.now(UTC) + timedelta(days=10)
     sooner = datetime.now(UTC) + timedelta(days=2)
     await suppress(client, tenant, "temp@example.no", "manual", expires_at=later.isoformat())
-    first = await db.fetchrow("SELECT created_at, expires_at FROM suppressions WHERE tenant_id = $1", tenant.id)
+    first = await db.fetchrow(
+        "SELECT created_at, expires_at FROM suppressions WHERE tenant_id = $1", tenant.id
+    )
     await suppress(client, tenant, "temp@example.no", "manual", expires_at=sooner.isoformat())
-    second = await db.fetchrow("SELECT created_at, expires_at FROM suppressions WHERE tenant_id = $1", tenant.id)
+    second = await db.fetchrow(
+        "SELECT created_at, expires_at FROM suppressions WHERE tenant_id = $1", tenant.id
+    )
     assert first is not None and second is not None
     assert second["created_at"] == first["created_at"]
     assert abs((second["expires_at"] - later).total_seconds()) < 1
     await suppress(client, tenant, "temp@example.no", "manual")
     assert await db.fetchval("SELECT expires_at FROM suppressions WHERE tenant_id = $1", tenant.id) is None
-    assert await db.fetchval("SELECT suppression_expires FROM recipients WHERE tenant_id = $1", tenant.id) == [None]
+    assert await db.fetchval(
+        "SELECT suppression_expires FROM recipients WHERE tenant_id = $1", tenant.id
+    ) == [None]
 
 
-async def test_soft_bounce_expires_after_the_tenant_period(db: asyncpg.Connection, client: Client, tenant: Tenant) -> None:
+async def test_soft_bounce_expires_after_the_tenant_period(
+    db: asyncpg.Connection, client: Client, tenant: Tenant
+) -> None:
     await suppress(client, tenant, "full@example.no", "soft_bounced")
     expires = await db.fetchval("SELECT expires_at FROM suppressions WHERE tenant_id = $1", tenant.id)
     assert abs((expires - datetime.now(UTC)) - timedelta(days=30)) < timedelta(minutes=1)
@@ -73,14 +112,43 @@ async def test_soft_bounce_expires_after_the_tenant_period(db: asyncpg.Connectio
     ("body", "code"),
     [
         ({"channel": "email", "address": "nope", "reason": "manual"}, "invalid_address"),
-        ({"channel": "email", "address": "a@example.no", "reason": "manual", "topic": "news"}, "invalid_input"),
-        ({"channel": "email", "address": "a@example.no", "reason": "unsubscribed", "topic": "missing"}, "unknown_topic"),
-        ({"channel": "email", "address": "a@example.no", "reason": "manual", "expires_at": "2001-01-01T00:00:00Z"}, "invalid_input"),
+        (
+            {"channel": "email", "address": "a@example.no", "reason": "manual", "topic": "news"},
+            "invalid_input",
+        ),
+        (
+            {
+                "channel": "email",
+                "address": "a@example.no",
+                "reason": "unsubscribed",
+                "topic": "missing",
+            },
+            "unknown_topic",
+        ),
+        (
+            {
+                "channel": "email",
+                "address": "a@example.no",
+                "reason": "manual",
+                "expires_at": "2001-01-01T00:00:00Z",
+            },
+            "invalid_input",
+        ),
         ({"channel": "email", "address": "a@example.no", "reason": "erased"}, "invalid_request"),
-        ({"channel": "email", "address": "a@example.no", "reason": "manual", "expires_at": "2099-01-01T00:00:00"}, "invalid_request"),
+        (
+            {
+                "channel": "email",
+                "address": "a@example.no",
+                "reason": "manual",
+                "expires_at": "2099-01-01T00:00:00",
+            },
+            "invalid_request",
+        ),
     ],
 )
-async def test_bad_suppressions_change_nothing(db: asyncpg.Connection, client: Client, tenant: Tenant, body: dict[str, Any], code: str) -> None:
+async def test_bad_suppressions_change_nothing(
+    db: asyncpg.Connection, client: Client, tenant: Tenant, body: dict[str, Any], code: str
+) -> None:
     response = await client.post("/v1/suppressions", json=body, headers=tenant.auth("write"))
     assert response.status_code == 422, response.text
     assert response.json()["code"] == code
@@ -88,7 +156,9 @@ async def test_bad_suppressions_change_nothing(db: asyncpg.Connection, client: C
     assert await db.fetchval("SELECT count(*) FROM recipients WHERE tenant_id = $1", tenant.id) == 0
 
 
-async def test_lift_suppression_and_admin_only_reasons(db: asyncpg.Connection, client: Client, tenant: Tenant) -> None:
+async def test_lift_suppression_and_admin_only_reasons(
+    db: asyncpg.Connection, client: Client, tenant: Tenant
+) -> None:
     await consent(client, tenant, "lift@example.no")
     await suppress(client, tenant, "lift@example.no", "manual")
     await suppress(client, tenant, "lift@example.no", "complained")
@@ -129,14 +199,20 @@ async def test_list_suppressions_pages_with_a_cursor(client: Client, tenant: Ten
     assert wrong.status_code == 400 and wrong.json()["code"] == "invalid_parameter"
 
 
-async def test_later_consent_lifts_unsubscribe_of_same_scope_only(db: asyncpg.Connection, client: Client, tenant: Tenant) -> None:
+async def test_later_consent_lifts_unsubscribe_of_same_scope_only(
+    db: asyncpg.Connection, client: Client, tenant: Tenant
+) -> None:
     await topic(client, tenant, "news", False)
     await suppress(client, tenant, "back@example.no", "unsubscribed", topic="news")
     await suppress(client, tenant, "back@example.no", "hard_bounced")
     result = await consent(client, tenant, "back@example.no", topic="news")
     assert result["lifted_unsubscribe"] is True
     # the topic unsubscribe is gone, the hard bounce stays
-    assert await decision(client, tenant, "back@example.no", topic="news") == (False, None, "hard_bounced")
+    assert await decision(client, tenant, "back@example.no", topic="news") == (
+        False,
+        None,
+        "hard_bounced",
+    )
     reasons = await db.fetch("SELECT reason, topic_id FROM suppressions WHERE tenant_id = $1", tenant.id)
     assert [r["reason"] for r in reasons] == ["hard_bounced"]
 
@@ -146,7 +222,11 @@ async def test_all_topics_consent_does_not_lift_a_topic_unsubscribe(client: Clie
     await suppress(client, tenant, "scope@example.no", "unsubscribed", topic="news")
     result = await consent(client, tenant, "scope@example.no")
     assert result["lifted_unsubscribe"] is False
-    assert await decision(client, tenant, "scope@example.no", topic="news") == (False, None, "unsubscribed")
+    assert await decision(client, tenant, "scope@example.no", topic="news") == (
+        False,
+        None,
+        "unsubscribed",
+    )
 
 
 @pytest.mark.parametrize("reason", ["complained", "hard_bounced", "manual"])
@@ -159,14 +239,18 @@ async def test_consent_never_lifts_other_reasons(client: Client, tenant: Tenant,
 async def test_consent_older_than_the_unsubscribe_does_not_lift_it(client: Client, tenant: Tenant) -> None:
     await suppress(client, tenant, "old@example.no", "unsubscribed")
     long_ago = (datetime.now(UTC) - timedelta(days=365)).isoformat()
-    assert (await consent(client, tenant, "old@example.no", granted_at=long_ago))["lifted_unsubscribe"] is False
+    assert (await consent(client, tenant, "old@example.no", granted_at=long_ago))[
+        "lifted_unsubscribe"
+    ] is False
     assert await decision(client, tenant, "old@example.no") == (False, None, "unsubscribed")
 
 
 async def test_consent_keeps_its_evidence(db: asyncpg.Connection, client: Client, tenant: Tenant) -> None:
     evidence = {"ip": "192.0.2.1", "user_agent": "Firefox", "form": "footer"}
     await consent(client, tenant, "proof@example.no", notice_version="2026-03", evidence=evidence)
-    row = await db.fetchrow("SELECT source, notice_version, evidence FROM consents WHERE tenant_id = $1", tenant.id)
+    row = await db.fetchrow(
+        "SELECT source, notice_version, evidence FROM consents WHERE tenant_id = $1", tenant.id
+    )
     assert row is not None and row["notice_version"] == "2026-03" and row["source"] == "signup_form"
     [(kind, data)] = await ledger(db, tenant)
     assert kind == "consent_given" and data["evidence"] == evidence and data["notice_version"] == "2026-03"
@@ -181,23 +265,32 @@ async def test_consent_keeps_its_evidence(db: asyncpg.Connection, client: Client
         ({"source": ""}, "invalid_request"),
     ],
 )
-async def test_bad_consents_change_nothing(db: asyncpg.Connection, client: Client, tenant: Tenant, extra: dict[str, Any], code: str) -> None:
+async def test_bad_consents_change_nothing(
+    db: asyncpg.Connection, client: Client, tenant: Tenant, extra: dict[str, Any], code: str
+) -> None:
     body = {"channel": "email", "address": "c@example.no", "source": "form", **extra}
     response = await client.post("/v1/consents", json=body, headers=tenant.auth("write"))
     assert response.status_code == 422 and response.json()["code"] == code
     assert await db.fetchval("SELECT count(*) FROM events WHERE tenant_id = $1", tenant.id) == 0
 
 
-async def test_withdraw_is_recorded_as_withdrawal(db: asyncpg.Connection, client: Client, tenant: Tenant) -> None:
+async def test_withdraw_is_recorded_as_withdrawal(
+    db: asyncpg.Connection, client: Client, tenant: Tenant
+) -> None:
     await consent(client, tenant, "w@example.no")
-    response = await client.post("/v1/consents/withdraw", json={"channel": "email", "address": "w@example.no"},
-                                 headers=tenant.auth("write"))
+    response = await client.post(
+        "/v1/consents/withdraw",
+        json={"channel": "email", "address": "w@example.no"},
+        headers=tenant.auth("write"),
+    )
     assert response.status_code == 200
     assert [k for k, _ in await ledger(db, tenant)] == ["consent_given", "consent_withdrawn"]
     assert await decision(client, tenant, "w@example.no") == (False, None, "unsubscribed")
 
 
-async def test_customer_with_several_addresses(db: asyncpg.Connection, client: Client, tenant: Tenant) -> None:
+async def test_customer_with_several_addresses(
+    db: asyncpg.Connection, client: Client, tenant: Tenant
+) -> None:
     await topic(client, tenant, "news", True)
     body = {
         "customer_ref": "C-42",
@@ -210,28 +303,74 @@ async def test_customer_with_several_addresses(db: asyncpg.Connection, client: C
     }
     result = await post_json(client, tenant, "/v1/customers", body)
     assert result["agreement_open"] is True and result["addresses"] == 3
-    assert await decision(client, tenant, "home@example.no", topic="news") == (True, "customer_relationship", None)
-    assert await decision(client, tenant, "91111111", topic="news", channel="sms") == (True, "customer_relationship", None)
-    assert await decision(client, tenant, "work@example.no", topic="news") == (False, None, "no_basis")
-    assert await db.fetchval("SELECT count(*) FROM events WHERE tenant_id = $1 AND kind = 'customer_agreement_started'", tenant.id) == 3
+    assert await decision(client, tenant, "home@example.no", topic="news") == (
+        True,
+        "customer_relationship",
+        None,
+    )
+    assert await decision(client, tenant, "91111111", topic="news", channel="sms") == (
+        True,
+        "customer_relationship",
+        None,
+    )
+    assert await decision(client, tenant, "work@example.no", topic="news") == (
+        False,
+        None,
+        "no_basis",
+    )
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM events WHERE tenant_id = $1 AND kind = 'customer_agreement_started'",
+            tenant.id,
+        )
+        == 3
+    )
 
 
 async def test_out_of_order_agreement_events_keep_the_latest(client: Client, tenant: Tenant) -> None:
     await topic(client, tenant, "news", True)
     now = datetime.now(UTC)
-    await customer(client, tenant, "late@example.no", "agreement_started", at=now - timedelta(days=1), ref="C-9")
-    await customer(client, tenant, "late@example.no", "agreement_ended", at=now - timedelta(days=30), ref="C-9")
-    assert await decision(client, tenant, "late@example.no", topic="news") == (True, "customer_relationship", None)
+    await customer(
+        client,
+        tenant,
+        "late@example.no",
+        "agreement_started",
+        at=now - timedelta(days=1),
+        ref="C-9",
+    )
+    await customer(
+        client, tenant, "late@example.no", "agreement_ended", at=now - timedelta(days=30), ref="C-9"
+    )
+    assert await decision(client, tenant, "late@example.no", topic="news") == (
+        True,
+        "customer_relationship",
+        None,
+    )
 
 
 async def test_address_shared_by_two_customers(client: Client, tenant: Tenant) -> None:
     await topic(client, tenant, "news", True)
     await customer(client, tenant, "family@example.no", "agreement_started", ref="C-a")
-    await customer(client, tenant, "family@example.no", "purchase", ref="C-b", at=datetime.now(UTC) - timedelta(days=500))
+    await customer(
+        client,
+        tenant,
+        "family@example.no",
+        "purchase",
+        ref="C-b",
+        at=datetime.now(UTC) - timedelta(days=500),
+    )
     await customer(client, tenant, "family@example.no", "agreement_ended", ref="C-a")
-    assert await decision(client, tenant, "family@example.no", topic="news") == (False, None, "no_basis")
+    assert await decision(client, tenant, "family@example.no", topic="news") == (
+        False,
+        None,
+        "no_basis",
+    )
     await customer(client, tenant, "family@example.no", "purchase", ref="C-b")
-    assert await decision(client, tenant, "family@example.no", topic="news") == (True, "customer_relationship", None)
+    assert await decision(client, tenant, "family@example.no", topic="news") == (
+        True,
+        "customer_relationship",
+        None,
+    )
 
 
 async def test_recipient_view_explains_the_decision(client: Client, tenant: Tenant) -> None:
@@ -256,5 +395,7 @@ async def test_recipient_view_explains_the_decision(client: Client, tenant: Tena
 async def test_checks_see_writes_immediately(client: Client, tenant: Tenant) -> None:
     await consent(client, tenant, "now@example.no")
     assert (await check(client, tenant, ["now@example.no"]))[0]["allowed"]
-    await post_json(client, tenant, "/v1/consents/withdraw", {"channel": "email", "address": "now@example.no"})
+    await post_json(
+        client, tenant, "/v1/consents/withdraw", {"channel": "email", "address": "now@example.no"}
+    )
     assert not (await check(client, tenant, ["now@example.no"]))[0]["allowed"]

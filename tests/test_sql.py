@@ -31,7 +31,10 @@ def test_a_query_missing_from_the_files_fails_the_load(tmp_path: Path) -> None:
     directory = _copy_sql(tmp_path)
     path = directory / "checks.sql"
     path.write_text(path.read_text().replace("-- name: add_check_counts", "-- name: renamed_counts"))
-    with pytest.raises(QueryRegistryError, match=r"declared but not defined: add_check_counts.*defined but not declared: renamed_counts"):
+    with pytest.raises(
+        QueryRegistryError,
+        match=r"declared but not defined: add_check_counts.*defined but not declared: renamed_counts",
+    ):
         load_queries(directory)
 
 
@@ -115,7 +118,9 @@ async def test_unknown_recorded_migration_is_refused(server_database_url: str) -
         conn = await asyncpg.connect(url)
         try:
             await migrate(conn)
-            await conn.execute("INSERT INTO schema_migrations (version, name) VALUES (9999, 'from_the_future')")
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (9999, 'from_the_future')"
+            )
             with pytest.raises(MigrationError, match="does not know"):
                 await migrate(conn)
         finally:

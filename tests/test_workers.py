@@ -10,6 +10,8 @@ from arq import create_pool
 from arq.worker import Worker
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from workers.settings import WorkerSettings
+from workers.suppressions import expire_suppressions
 
 from suppress.config import Settings
 from suppress.db import create_pool as create_db_pool
@@ -17,8 +19,6 @@ from suppress.queue import JOB_EXPIRE_SUPPRESSIONS, enqueue, redis_settings
 from suppress.sql import Queries
 from tests.conftest import Tenant
 from tests.test_checks import consent, decision, suppress
-from workers.settings import WorkerSettings
-from workers.suppressions import expire_suppressions
 
 Client = AsyncTestClient[Litestar]
 
@@ -26,7 +26,11 @@ Client = AsyncTestClient[Litestar]
 async def _expire_now(db: asyncpg.Connection, tenant: Tenant) -> None:
     past = datetime.now(UTC) - timedelta(seconds=1)
     await db.execute("UPDATE suppressions SET expires_at = $2 WHERE tenant_id = $1", tenant.id, past)
-    await db.execute("UPDATE recipients SET suppression_expires = ARRAY[$2::timestamptz] WHERE tenant_id = $1", tenant.id, past)
+    await db.execute(
+        "UPDATE recipients SET suppression_expires = ARRAY[$2::timestamptz] WHERE tenant_id = $1",
+        tenant.id,
+        past,
+    )
 
 
 async def test_expiry_job_lifts_expired_suppressions_once(
@@ -37,7 +41,8 @@ async def test_expiry_job_lifts_expired_suppressions_once(
     await suppress(client, tenant, "keep@example.no", "manual")
     await _expire_now(db, tenant)
     await db.execute(
-        "UPDATE suppressions SET expires_at = NULL WHERE tenant_id = $1 AND reason = 'manual'", tenant.id
+        "UPDATE suppressions SET expires_at = NULL WHERE tenant_id = $1 AND reason = 'manual'",
+        tenant.id,
     )
     pool = await create_db_pool(settings.require_database_url(), size=2)
     try:
@@ -49,11 +54,13 @@ async def test_expiry_job_lifts_expired_suppressions_once(
     reasons = await db.fetch("SELECT reason FROM suppressions WHERE tenant_id = $1", tenant.id)
     assert [r["reason"] for r in reasons] == ["manual"]
     row = await db.fetchrow(
-        "SELECT suppression_reasons FROM recipients WHERE tenant_id = $1 AND address = 'soft@example.no'", tenant.id
+        "SELECT suppression_reasons FROM recipients WHERE tenant_id = $1 AND address = 'soft@example.no'",
+        tenant.id,
     )
     assert row is not None and row["suppression_reasons"] == []
     lifted = await db.fetchrow(
-        "SELECT source, data FROM events WHERE tenant_id = $1 AND kind = 'suppression_lifted'", tenant.id
+        "SELECT source, data FROM events WHERE tenant_id = $1 AND kind = 'suppression_lifted'",
+        tenant.id,
     )
     assert lifted is not None and lifted["source"] == "expiry"
     assert await decision(client, tenant, "soft@example.no") == (True, "consent", None)
@@ -82,7 +89,8 @@ async def test_real_worker_runs_the_enqueued_job(
             await worker.main()
         finally:
             await worker.close()
-        assert worker.jobs_complete == 1 and worker.jobs_failed == 0
+        # the queue also holds effects jobs enqueued by earlier writes; all must succeed
+        assert worker.jobs_complete >= 1 and worker.jobs_failed == 0
     finally:
         await arq_pool.aclose()
     assert await db.fetchval("SELECT count(*) FROM suppressions WHERE tenant_id = $1", tenant.id) == 0

@@ -4,14 +4,29 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from arq import cron
+from arq import cron, func
 from arq.connections import RedisSettings
 
 from suppress.config import Settings
 from suppress.db import create_pool
 from suppress.queue import redis_settings
 from suppress.sql import load_queries
+from workers.effects import apply_effects, sweep_pending_effects
+from workers.sms import KEEP_RESULT_SECONDS, MAX_TRIES, close_sms_sender, open_sms_sender, send_sms_reply
 from workers.suppressions import expire_suppressions
+from workers.unsubscribe import apply_spooled_unsubscribe
+from workers.webhooks import (
+    DELIVERY_JOB_TIMEOUT,
+    DELIVERY_MAX_TRIES,
+    close_webhooks,
+    deliver_webhook,
+    fan_out,
+    open_webhooks,
+    redeliver_due_webhooks,
+)
+
+# Effects run for every ledger event, in this order: each is `async def effect(ctx, event)`.
+EFFECTS: list[Any] = [fan_out]
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -19,11 +34,17 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or Settings.from_env()
     ctx["settings"] = settings
     ctx["queries"] = load_queries()
-    ctx["pool"] = await create_pool(settings.require_database_url(), size=4)
+    # min_size=0: the worker starts even while PostgreSQL is down, so spooled unsubscribes wait in it
+    ctx["pool"] = await create_pool(settings.require_database_url(), size=4, min_size=0)
+    ctx["effects"] = list(EFFECTS)
+    open_sms_sender(ctx, settings)
+    open_webhooks(ctx)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     """Close what startup opened."""
+    await close_sms_sender(ctx)
+    await close_webhooks(ctx)
     pool = ctx.get("pool")
     if pool is not None:
         await pool.close()
@@ -37,10 +58,24 @@ def _redis() -> RedisSettings:
 class WorkerSettings:
     """arq's entry point: `arq workers.settings.WorkerSettings`, or `suppress worker`."""
 
-    functions: ClassVar[list[Any]] = [expire_suppressions]
+    functions: ClassVar[list[Any]] = [
+        expire_suppressions,
+        # keep_result=0: a finished job's id is free again, so the sweeper can re-enqueue it later
+        func(apply_effects, keep_result=0, max_tries=20),
+        # keep_result: the reply's job id (from the STOP's ledger event) stays taken for a day
+        func(send_sms_reply, keep_result=KEEP_RESULT_SECONDS, max_tries=MAX_TRIES),
+        # a spooled unsubscribe waits out any database outage: it must never be dropped
+        func(apply_spooled_unsubscribe, keep_result=0, max_tries=100_000),
+        # keep_result=0: the redelivery cron can enqueue a delivery again once its job is gone
+        func(deliver_webhook, keep_result=0, max_tries=DELIVERY_MAX_TRIES, timeout=DELIVERY_JOB_TIMEOUT),
+    ]
     cron_jobs: ClassVar[list[Any]] = [
         # every minute: lifts temporary suppressions (soft bounces, manual with expiry) that ran out
         cron(expire_suppressions, second=7, unique=True, run_at_startup=True),
+        # every 30 s: effects still pending after a grace period are enqueued again
+        cron(sweep_pending_effects, second={0, 30}, unique=True, run_at_startup=True),
+        # every 30 s: webhook deliveries that are due but have no job (lost enqueue, killed worker)
+        cron(redeliver_due_webhooks, second={15, 45}, unique=True, run_at_startup=True),
     ]
     on_startup = startup
     on_shutdown = shutdown

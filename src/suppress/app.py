@@ -17,6 +17,9 @@ from suppress.addresses import AddressHasher
 from suppress.api import checks as checks_api
 from suppress.api import ops as ops_api
 from suppress.api import recipients as recipients_api
+from suppress.api import sms as sms_api
+from suppress.api import unsubscribe as unsubscribe_api
+from suppress.api import webhooks as webhooks_api
 from suppress.api.problems import problem_response
 from suppress.checks import CheckService
 from suppress.config import DerivedKeys, Settings
@@ -26,6 +29,8 @@ from suppress.recipients import Recipients
 from suppress.sql import load_queries
 from suppress.tenants import Authenticator
 from suppress.tokens import TokenKeyring
+from suppress.unsubscribe import Unsubscriber
+from suppress.webhooks import SecretBox, Webhooks
 
 log = logging.getLogger("suppress")
 
@@ -53,8 +58,15 @@ async def _services(app: Litestar) -> AsyncIterator[None]:
         app.state.queue = job_queue
         app.state.authenticator = Authenticator(pool, queries)
         app.state.checks = CheckService(pool, queries, hasher, keyring, settings.public_url)
-        app.state.recipients = Recipients(pool, queries, hasher)
+        app.state.recipients = Recipients(pool, queries, hasher, job_queue)
         app.state.keyring = keyring
+        app.state.webhooks = Webhooks(
+            pool,
+            queries,
+            SecretBox.from_secret(settings.require_secret()),
+            allow_http=settings.allow_http_webhooks,
+        )
+        app.state.unsubscriber = Unsubscriber(pool, queries, keyring, job_queue)
         try:
             yield
         finally:
@@ -115,7 +127,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
     settings.require_secret()
     app = Litestar(
-        route_handlers=[*checks_api.routes, *recipients_api.routes, *ops_api.routes],
+        route_handlers=[
+            *checks_api.routes,
+            *recipients_api.routes,
+            *sms_api.routes,
+            *unsubscribe_api.routes,
+            *webhooks_api.routes,
+            *ops_api.routes,
+        ],
         lifespan=[_services],
         exception_handlers={
             SuppressError: _domain_error,

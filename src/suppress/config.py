@@ -8,12 +8,17 @@
 | SUPPRESS_PUBLIC_URL | base of unsubscribe links, e.g. https://unsub.example.com | http://127.0.0.1:8000 |
 | SUPPRESS_TOKEN_KEY_IDS | unsubscribe-token key ids kept, comma separated; the last one mints | 1 |
 | SUPPRESS_DB_POOL_SIZE | connections per process | 10 |
+| SUPPRESS_SMS_SENDER | how SMS replies go out: `log` (logged, not sent) or `http` (docs/sms.md) | log |
+| SUPPRESS_SMS_HTTP_URL | the HTTP SMS sender's endpoint (http or https URL); needed by `http` | none |
+| SUPPRESS_SMS_HTTP_TOKEN | its bearer token (a secret: never logged); needed by `http` | none |
+| SUPPRESS_ALLOW_HTTP_WEBHOOKS | 1 lets webhooks use plain http:// URLs (development, tests) | 0 |
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 import msgspec
 from cryptography.hazmat.primitives import hashes
@@ -29,8 +34,13 @@ ENV_VARS: tuple[str, ...] = (
     "SUPPRESS_PUBLIC_URL",
     "SUPPRESS_TOKEN_KEY_IDS",
     "SUPPRESS_DB_POOL_SIZE",
+    "SUPPRESS_SMS_SENDER",
+    "SUPPRESS_SMS_HTTP_URL",
+    "SUPPRESS_SMS_HTTP_TOKEN",
+    "SUPPRESS_ALLOW_HTTP_WEBHOOKS",
 )
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
+SMS_SENDERS: tuple[str, ...] = ("log", "http")
 
 
 class ConfigurationError(SuppressError):
@@ -48,6 +58,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     public_url: str = DEFAULT_PUBLIC_URL
     token_key_ids: tuple[int, ...] = (1,)
     db_pool_size: int = 10
+    sms_sender: str = "log"  # one of SMS_SENDERS
+    sms_http_url: str | None = None
+    sms_http_token: str | None = None  # a secret: not in __repr__
+    allow_http_webhooks: bool = False
 
     def __repr__(self) -> str:  # never let the secret reach a log line or a traceback
         return (
@@ -72,6 +86,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigurationError("SUPPRESS_TOKEN_KEY_IDS must list distinct ids from 1 to 255")
         if pool_size < 1:
             raise ConfigurationError("SUPPRESS_DB_POOL_SIZE must be at least 1")
+        sms_sender = (env.get("SUPPRESS_SMS_SENDER") or "log").strip().lower()
+        sms_http_url = (env.get("SUPPRESS_SMS_HTTP_URL") or "").strip() or None
+        sms_http_token = (env.get("SUPPRESS_SMS_HTTP_TOKEN") or "").strip() or None
+        _check_sms_sender(sms_sender, sms_http_url, sms_http_token)
+        allow_http = env.get("SUPPRESS_ALLOW_HTTP_WEBHOOKS", "").strip().lower()
+        if allow_http not in {"", "0", "1", "false", "true", "no", "yes", "off", "on"}:
+            raise ConfigurationError("SUPPRESS_ALLOW_HTTP_WEBHOOKS must be 1 or 0")
         return cls(
             database_url=env.get("SUPPRESS_DATABASE_URL") or None,
             redis_url=env.get("SUPPRESS_REDIS_URL") or None,
@@ -79,6 +100,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             public_url=(env.get("SUPPRESS_PUBLIC_URL") or DEFAULT_PUBLIC_URL).rstrip("/"),
             token_key_ids=key_ids,
             db_pool_size=pool_size,
+            sms_sender=sms_sender,
+            sms_http_url=sms_http_url,
+            sms_http_token=sms_http_token,
+            allow_http_webhooks=allow_http in {"1", "true", "yes", "on"},
         )
 
     def require_secret(self) -> str:
@@ -100,6 +125,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if not self.redis_url:
             raise ConfigurationError("SUPPRESS_REDIS_URL is not set")
         return self.redis_url
+
+
+def _check_sms_sender(sender: str, url: str | None, token: str | None) -> None:
+    """`log`, or `http` with an http(s) URL and a token."""
+    if sender not in SMS_SENDERS:
+        raise ConfigurationError(f"SUPPRESS_SMS_SENDER must be one of {', '.join(SMS_SENDERS)}")
+    if sender != "http":
+        return
+    parts = urlsplit(url or "")
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigurationError("SUPPRESS_SMS_SENDER=http needs SUPPRESS_SMS_HTTP_URL, an http(s) URL")
+    if not token:
+        raise ConfigurationError("SUPPRESS_SMS_SENDER=http needs SUPPRESS_SMS_HTTP_TOKEN")
 
 
 def derive_key(secret: str, purpose: str, length: int = 32) -> bytes:

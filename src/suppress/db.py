@@ -14,6 +14,15 @@ from suppress.errors import Conflict, Unavailable
 Pool = asyncpg.Pool
 Connection = asyncpg.Connection
 
+# What a call raises when PostgreSQL is down, restarting or unreachable (not a bad statement).
+DATABASE_DOWN: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.InterfaceError,
+)
+
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
 
@@ -25,21 +34,33 @@ def _encode_json(value: Any) -> str:
 async def _init_connection(conn: Connection) -> None:
     for type_name in ("json", "jsonb"):
         await conn.set_type_codec(
-            type_name, encoder=_encode_json, decoder=_json_decode, schema="pg_catalog", format="text"
+            type_name,
+            encoder=_encode_json,
+            decoder=_json_decode,
+            schema="pg_catalog",
+            format="text",
         )
 
 
-async def create_pool(dsn: str, *, size: int = 10) -> Pool:
+async def create_pool(dsn: str, *, size: int = 10, min_size: int = 1) -> Pool:
     """A connection pool with JSON codecs; raises Unavailable when the database cannot be reached."""
     try:
         pool = await asyncpg.create_pool(
             dsn,
-            min_size=1,
+            min_size=min(min_size, size),
             max_size=size,
             init=_init_connection,
-            # The batch check's `= ANY($1)` must be planned with the real array: a generic plan
+            # The batch check's `= ANY($3)` must be planned with the real array: a generic plan
             # probes the index key by key and is several times slower for large batches.
-            server_settings={"plan_cache_mode": "force_custom_plan", "application_name": "suppress"},
+            # No parallel workers: for the check's lookups (1k-100k keys) the planner then picks
+            # a parallel scan of the whole table whose Gather of wide rows is 2-4x slower than a
+            # plain index or sequential scan, and the workers take the cores the API needs
+            # (docs/performance.md).
+            server_settings={
+                "plan_cache_mode": "force_custom_plan",
+                "max_parallel_workers_per_gather": "0",
+                "application_name": "suppress",
+            },
         )
     except (OSError, asyncpg.PostgresError) as exc:
         raise Unavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}") from None

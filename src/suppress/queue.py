@@ -15,7 +15,19 @@ from suppress.errors import Unavailable
 
 # Every job name the service enqueues. workers/settings.py must register each of them.
 JOB_EXPIRE_SUPPRESSIONS = "expire_suppressions"
-ENQUEUED_JOBS: frozenset[str] = frozenset({JOB_EXPIRE_SUPPRESSIONS})
+JOB_APPLY_EFFECTS = "apply_effects"
+JOB_SEND_SMS_REPLY = "send_sms_reply"
+JOB_APPLY_UNSUBSCRIBE = "apply_spooled_unsubscribe"
+JOB_DELIVER_WEBHOOK = "deliver_webhook"
+ENQUEUED_JOBS: frozenset[str] = frozenset(
+    {
+        JOB_DELIVER_WEBHOOK,
+        JOB_EXPIRE_SUPPRESSIONS,
+        JOB_APPLY_EFFECTS,
+        JOB_SEND_SMS_REPLY,
+        JOB_APPLY_UNSUBSCRIBE,
+    }
+)
 
 Queue = ArqRedis
 

@@ -17,6 +17,7 @@ from msgspec import Meta
 
 from suppress import metrics
 from suppress.addresses import AddressHasher, normalise
+from suppress.effects import enqueue_effects
 from suppress.errors import Forbidden, InvalidAddress, InvalidInput, NotFound, UnknownTopic
 from suppress.models import (
     ADMIN_ONLY_LIFT,
@@ -33,6 +34,7 @@ from suppress.models import (
     TopicName,
 )
 from suppress.policy import MessageContext, RecipientState, active_suppressions, decide
+from suppress.queue import Queue
 from suppress.sql import Queries
 from suppress.tenants import Principal
 
@@ -176,10 +178,13 @@ class Cursor(msgspec.Struct, array_like=True, frozen=True):
 class Recipients:
     """The write side of the service, bound to a pool, the queries and the address hasher."""
 
-    def __init__(self, pool: asyncpg.Pool, queries: Queries, hasher: AddressHasher) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, queries: Queries, hasher: AddressHasher, job_queue: Queue | None = None
+    ) -> None:
         self._pool = pool
         self._q = queries
         self._hasher = hasher
+        self._queue = job_queue
 
     # -- shared pieces ---------------------------------------------------------------------
 
@@ -259,9 +264,11 @@ class Recipients:
             now,
             extra or {},
             kind,
+            False,
         )
         assert row is not None
         metrics.WRITES.labels(kind).inc()
+        await enqueue_effects(self._queue, principal.tenant_id, [row["event_id"]])
         return WriteResult(
             channel=data.channel,
             address=normalised,
@@ -310,6 +317,9 @@ class Recipients:
                 None,
             )
         metrics.WRITES.labels("suppression_lifted").inc(len(lifted))
+        await enqueue_effects(
+            self._queue, principal.tenant_id, list(lifted[0]["event_ids"]) if lifted else []
+        )
         return LiftResult(
             channel=channel, address=normalised, topic=topic, lifted=[r["reason"] for r in lifted]
         )
@@ -414,6 +424,7 @@ class Recipients:
         )
         assert row is not None
         metrics.WRITES.labels("consent_given").inc()
+        await enqueue_effects(self._queue, principal.tenant_id, list(row["event_ids"]))
         return WriteResult(
             channel=data.channel,
             address=normalised,
@@ -457,7 +468,7 @@ class Recipients:
                 self._q.upsert_customer, principal.tenant_id, data.customer_ref, data.event, at
             )
             assert customer is not None
-            await conn.execute(
+            linked_row = await conn.fetchrow(
                 self._q.link_customer_address,
                 principal.tenant_id,
                 data.customer_ref,
@@ -473,6 +484,8 @@ class Recipients:
             )
             await conn.execute(self._q.refresh_customer_relationships, principal.tenant_id, data.customer_ref)
         metrics.WRITES.labels(f"customer_{data.event}").inc()
+        assert linked_row is not None
+        await enqueue_effects(self._queue, principal.tenant_id, list(linked_row["event_ids"]))
         return CustomerResult(
             customer_ref=data.customer_ref,
             event=data.event,

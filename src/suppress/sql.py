@@ -38,7 +38,16 @@ class Query(msgspec.Struct, frozen=True):
 class Queries:
     """Every named statement the code runs. Declared here, defined in sql/*.sql."""
 
-    files: ClassVar[tuple[str, ...]] = ("tenants", "checks", "recipients", "suppressions", "ops")
+    files: ClassVar[tuple[str, ...]] = (
+        "tenants",
+        "checks",
+        "recipients",
+        "suppressions",
+        "effects",
+        "unsubscribe",
+        "webhooks",
+        "ops",
+    )
 
     # tenants.sql
     create_tenant: str
@@ -67,6 +76,25 @@ class Queries:
     list_suppressions: str
     expired_suppressions: str
     resolve_campaign: str
+    # effects.sql
+    ledger_event: str
+    finish_effects: str
+    stale_pending_effects: str
+    # unsubscribe.sql
+    unsubscribe_page: str
+    topic_name: str
+    # webhooks.sql
+    create_webhook: str
+    list_webhooks: str
+    webhook_by_id: str
+    disable_webhook: str
+    list_webhook_deliveries: str
+    create_webhook_deliveries: str
+    claim_webhook_delivery: str
+    webhook_delivery_state: str
+    finish_webhook_attempt: str
+    end_webhook_delivery: str
+    due_webhook_deliveries: str
     # ops.sql
     ping: str
 

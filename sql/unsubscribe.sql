@@ -1,0 +1,15 @@
+-- name: unsubscribe_page
+-- What the unsubscribe page shows: the tenant's name, the recipient's address and current
+-- unsubscribes, and the tenant's topics (as a JSON array of {id, name}).
+SELECT t.name AS tenant_name, r.address, coalesce(r.suppression_reasons, '{}') AS suppression_reasons,
+       coalesce(r.suppression_expires, '{}') AS suppression_expires,
+       coalesce(r.unsubscribed_topics, '{}') AS unsubscribed_topics,
+       (SELECT coalesce(jsonb_agg(jsonb_build_object('id', id, 'name', name) ORDER BY name), '[]')
+        FROM topics WHERE tenant_id = t.id) AS topics
+FROM tenants t
+LEFT JOIN recipients r ON r.tenant_id = t.id AND r.channel = $2 AND r.address_hash = $3
+WHERE t.id = $1;
+
+-- name: topic_name
+-- A topic's name by id, within its tenant.
+SELECT name FROM topics WHERE tenant_id = $1 AND id = $2;

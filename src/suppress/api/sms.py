@@ -1,0 +1,33 @@
+"""Inbound SMS: the webhook that turns STOP, START and HELP replies into writes and a reply."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from litestar import Request, post
+from litestar.params import JSONBody
+
+from suppress.api.auth import caller
+from suppress.sms import InboundSmsIn, InboundSmsResult, SmsInbox
+
+
+@post(
+    "/v1/inbound/sms",
+    status_code=200,
+    summary="Receive an SMS a person sent: STOP, START and HELP keywords",
+    tags=["sms"],
+    description="`from` is the person (a phone number, read with the tenant's region), `to` the number "
+    "or short code they wrote to. A single-word keyword (Norwegian or English; case, accents and "
+    "surrounding punctuation ignored) acts: stop → SMS marketing suppressed, start → consent (lifts an "
+    "earlier stop), help → nothing written. The write is durable before the answer; `reply` is queued "
+    "for the SMS sender (a Redis outage loses the reply, never the stop). Any other text: all fields "
+    "null and nothing written. Needs `write`. Keywords and texts: docs/sms.md.",
+)
+async def inbound_sms(request: Request[Any, Any, Any], data: JSONBody[InboundSmsIn]) -> InboundSmsResult:
+    principal = await caller(request, "write")
+    inbox = SmsInbox(request.app.state.recipients, request.app.state.queue)
+    return await inbox.receive(principal, data, datetime.now(UTC))
+
+
+routes = [inbound_sms]

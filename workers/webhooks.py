@@ -1,0 +1,207 @@
+"""Outbound webhooks in the worker: fan each ledger event out into deliveries, send them signed,
+retry with exponential backoff, and re-enqueue deliveries whose job was lost.
+
+Delivery is at least once: a receiver de-duplicates on the payload's `id` (also `Suppress-Event-Id`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from arq import Retry
+
+from suppress import queue
+from suppress.effects import LedgerEvent, load_event
+from suppress.webhooks import (
+    EVENT_ID_HEADER,
+    MAX_ATTEMPTS,
+    SIGNATURE_HEADER,
+    USER_AGENT,
+    SecretBox,
+    delivery_job_id,
+    event_ref,
+    payload_body,
+    retry_delay,
+    sign,
+)
+
+log = logging.getLogger(__name__)
+
+HTTP_TIMEOUT = 10.0
+# A claimed attempt holds its delivery this long; after that a lost attempt is due again.
+LEASE = timedelta(seconds=60)
+# Leave a just-due retry to its own deferred job before the cron steps in.
+REDELIVER_GRACE = timedelta(seconds=15)
+REDELIVER_BATCH = 1000
+_MAX_ERROR = 500
+# arq's own try limit for the delivery job: above MAX_ATTEMPTS, as a not-yet-due run also retries
+DELIVERY_MAX_TRIES = 2 * MAX_ATTEMPTS
+DELIVERY_JOB_TIMEOUT = 60
+
+
+def open_webhooks(ctx: dict[str, Any]) -> None:
+    """Put the HTTP client and the secret box into ctx (worker start-up)."""
+    ctx["webhook_box"] = SecretBox.from_secret(ctx["settings"].require_secret())
+    ctx["webhook_http"] = httpx.AsyncClient(
+        timeout=HTTP_TIMEOUT, follow_redirects=False, headers={"User-Agent": USER_AGENT}
+    )
+
+
+async def close_webhooks(ctx: dict[str, Any]) -> None:
+    """Close what open_webhooks opened."""
+    client = ctx.pop("webhook_http", None)
+    if client is not None:
+        await client.aclose()
+
+
+async def fan_out(ctx: dict[str, Any], event: LedgerEvent) -> None:
+    """An effect: one delivery per active webhook of the tenant that takes this event's kind, each
+    enqueued. Safe to run twice: existing deliveries are neither duplicated nor enqueued again."""
+    pool, queries = ctx["pool"], ctx["queries"]
+    rows = await pool.fetch(
+        queries.create_webhook_deliveries,
+        event.tenant_id,
+        event.id,
+        event.kind,
+        event.recorded_at,
+        datetime.now(UTC),
+    )
+    for row in rows:
+        await _enqueue(ctx, row["tenant_id"], row["id"])
+
+
+async def deliver_webhook(ctx: dict[str, Any], tenant_id: int, delivery_id: int) -> str:
+    """Make the next attempt at one delivery; returns its status. A failed attempt that has retries
+    left raises Retry with the backoff delay. Safe to run twice: a delivered delivery is not sent again."""
+    pool, queries = ctx["pool"], ctx["queries"]
+    now = datetime.now(UTC)
+    claim = await pool.fetchrow(
+        queries.claim_webhook_delivery, tenant_id, delivery_id, now, now + LEASE, MAX_ATTEMPTS
+    )
+    if claim is None:
+        return await _unclaimed(ctx, tenant_id, delivery_id, now)
+    attempt: int = claim["attempt"]
+    event = await load_event(pool, queries, tenant_id, claim["event_id"])
+    status_code: int | None = None
+    error: str | None = None
+    duration_ms = 0
+    if event is None:
+        error = "the ledger event no longer exists"
+    else:
+        try:
+            secret = ctx["webhook_box"].open(tenant_id, claim["secret_box"])
+        except ValueError:
+            error = "the signing secret cannot be opened (was SUPPRESS_SECRET changed?)"
+        else:
+            ref = event_ref(tenant_id, event.id)
+            status_code, error, duration_ms = await _post(
+                ctx["webhook_http"], claim["url"], secret, ref, event
+            )
+    delivered = status_code is not None and 200 <= status_code < 300
+    delay = retry_delay(attempt, secrets.randbelow(1000) / 1000)
+    if delivered:
+        status, next_attempt_at = "delivered", None
+    elif attempt >= MAX_ATTEMPTS or event is None:
+        status, next_attempt_at = "failed", None
+    else:
+        status, next_attempt_at = "pending", datetime.now(UTC) + timedelta(seconds=delay)
+    recorded = await pool.fetchval(
+        queries.finish_webhook_attempt,
+        tenant_id,
+        delivery_id,
+        attempt,
+        status_code,
+        error,
+        duration_ms,
+        status,
+        next_attempt_at,
+        datetime.now(UTC),
+    )
+    if recorded is None:  # cancelled, or the lease ran out and a later attempt took over
+        return "superseded"
+    if status == "pending":
+        raise Retry(defer=delay)
+    if status == "failed":
+        log.warning("webhook delivery %s/%s failed after %d attempt(s)", tenant_id, delivery_id, attempt)
+    return status
+
+
+async def redeliver_due_webhooks(ctx: dict[str, Any]) -> int:
+    """Enqueue deliveries whose next attempt is due but which have no job (lost enqueue, killed
+    worker); returns how many were enqueued. Ones still queued or running are left alone."""
+    pool, queries = ctx["pool"], ctx["queries"]
+    rows = await pool.fetch(
+        queries.due_webhook_deliveries, datetime.now(UTC) - REDELIVER_GRACE, REDELIVER_BATCH
+    )
+    enqueued = 0
+    for row in rows:
+        enqueued += await _enqueue(ctx, row["tenant_id"], row["id"])
+    if enqueued:
+        log.info("re-enqueued %d due webhook deliverie(s)", enqueued)
+    return enqueued
+
+
+async def _enqueue(ctx: dict[str, Any], tenant_id: int, delivery_id: int) -> bool:
+    try:
+        return await queue.enqueue(
+            ctx["redis"],
+            queue.JOB_DELIVER_WEBHOOK,
+            tenant_id,
+            delivery_id,
+            job_id=delivery_job_id(tenant_id, delivery_id),
+        )
+    except Exception as exc:  # Redis trouble: the redelivery cron finds the delivery due
+        log.warning(
+            "could not enqueue webhook delivery %s/%s (%s)", tenant_id, delivery_id, type(exc).__name__
+        )
+        return False
+
+
+async def _unclaimed(ctx: dict[str, Any], tenant_id: int, delivery_id: int, now: datetime) -> str:
+    """Why a delivery could not be claimed, closing it where it can never be sent."""
+    pool, queries = ctx["pool"], ctx["queries"]
+    row = await pool.fetchrow(queries.webhook_delivery_state, tenant_id, delivery_id)
+    if row is None:
+        return "gone"
+    if row["status"] != "pending":
+        return str(row["status"])
+    if row["disabled_at"] is not None or row["attempts"] >= MAX_ATTEMPTS:
+        status = "cancelled" if row["disabled_at"] is not None else "failed"
+        ended = await pool.fetchval(queries.end_webhook_delivery, tenant_id, delivery_id, status, now)
+        return str(ended or "superseded")
+    # Not due yet: another run holds it, or this one came early. Come back when it is due.
+    raise Retry(defer=max((row["next_attempt_at"] - now).total_seconds(), 1.0))
+
+
+async def _post(
+    client: httpx.AsyncClient, url: str, secret: str, ref: str, event: LedgerEvent
+) -> tuple[int | None, str | None, int]:
+    """POST the signed payload once: (HTTP status or None, error or None, duration in ms)."""
+    body = payload_body(event)
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        SIGNATURE_HEADER: sign(secret, body, int(time.time())),
+        EVENT_ID_HEADER: ref,
+    }
+    status_code: int | None = None
+    error: str | None = None
+    started = time.monotonic()
+    try:
+        # httpx's timeout bounds each read; this bounds the whole exchange
+        async with asyncio.timeout(HTTP_TIMEOUT):
+            async with client.stream("POST", url, content=body, headers=headers) as response:
+                status_code = response.status_code  # the body is never read: we only need the status
+        if 300 <= status_code < 400:
+            error = "redirects are not followed"
+    except (TimeoutError, httpx.TimeoutException):
+        error = f"timed out after {HTTP_TIMEOUT:g} s"
+    except Exception as exc:  # whatever stopped the request, the attempt failed; record why
+        error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR]
+    return status_code, error, round((time.monotonic() - started) * 1000)
