@@ -16,10 +16,13 @@ SELECT (SELECT id FROM topic) AS topic_id,
 
 -- name: recipient_states
 -- The decision inputs of every known recipient in a batch (array of address hashes in, one trip).
--- Column order matches policy.RecipientState after the hash.
-SELECT address_hash, suppression_reasons, suppression_expires, unsubscribed_topics,
-       consent_topics, partner_consent_topics, collected_in_sale, agreement_open,
-       last_purchase_at, restricted_at IS NOT NULL AS restricted, erased_at IS NOT NULL AS erased
+-- Column order matches policy.RecipientState after the hash; an empty array comes back as NULL
+-- (a NULL decodes several times faster than an empty array, and most of these arrays are empty).
+SELECT address_hash, nullif(suppression_reasons, '{}'), nullif(suppression_expires, '{}'),
+       nullif(unsubscribed_topics, '{}'), nullif(consent_topics, '{}'),
+       nullif(partner_consent_topics, '{}'), collected_in_sale, agreement_open,
+       last_purchase_at, restricted_at IS NOT NULL AS restricted, erased_at IS NOT NULL AS erased,
+       nullif(consent_expires, '{}')
 FROM recipients
 WHERE tenant_id = $1 AND channel = $2 AND address_hash = ANY($3::bytea[]);
 

@@ -22,8 +22,8 @@ FROM recipients WHERE tenant_id = $1 AND channel = $2 AND address_hash = $3;
 -- name: recipient_events
 -- One recipient's ledger, oldest first, at most $4 events (the newest ones).
 SELECT * FROM (
-    SELECT e.id, e.kind, t.name AS topic, c.name AS campaign, e.source, e.actor, e.occurred_at,
-           e.recorded_at, e.data
+    SELECT e.id, e.seq, e.kind, t.name AS topic, c.name AS campaign, e.source, e.actor, e.occurred_at,
+           e.recorded_at, e.data, e.personal
     FROM events e
     LEFT JOIN topics t ON t.id = e.topic_id
     LEFT JOIN campaigns c ON c.id = e.campaign_id
@@ -58,16 +58,27 @@ SELECT
 -- suppression of the same scope that the consent postdates (a person-initiated re-opt-in, with its
 -- own event), and the projection. $1 tenant, $2 channel, $3 hash, $4 address, $5 topic id (0 = all),
 -- $6 partners, $7 source, $8 notice version, $9 evidence, $10 granted at, $11 actor, $12 event data.
-WITH lifted AS (
+-- The consent lapses after the tenant's consent_validity_days when that is set. An erased recipient
+-- gets nothing written and no row back: only an admin lifting the erasure makes consent possible.
+WITH validity AS (
+    SELECT CASE WHEN consent_validity_days IS NULL THEN NULL::timestamptz
+                ELSE $10::timestamptz + make_interval(days => consent_validity_days) END AS expires_at
+    FROM tenants WHERE id = $1
+), go AS (
+    SELECT 1 WHERE NOT EXISTS (
+        SELECT 1 FROM recipients
+        WHERE tenant_id = $1 AND channel = $2 AND address_hash = $3 AND erased_at IS NOT NULL)
+), lifted AS (
     DELETE FROM suppressions
     WHERE tenant_id = $1 AND channel = $2 AND address_hash = $3 AND topic_id = $5
-      AND reason = 'unsubscribed' AND created_at < $10
+      AND reason = 'unsubscribed' AND created_at < $10 AND EXISTS (SELECT 1 FROM go)
     RETURNING created_at
 ), ev AS (
     INSERT INTO events (tenant_id, channel, address_hash, kind, topic_id, source, actor, occurred_at, data)
-    VALUES ($1, $2, $3, 'consent_given', nullif($5, 0), $7, $11, $10,
-            $12::jsonb || jsonb_build_object('partners', $6::boolean, 'notice_version', $8::text,
-                                             'evidence', $9::jsonb))
+    SELECT $1, $2, $3, 'consent_given', nullif($5, 0), $7, $11, $10,
+           $12::jsonb || jsonb_build_object('partners', $6::boolean, 'notice_version', $8::text,
+                                            'evidence', $9::jsonb, 'expires_at', (SELECT expires_at FROM validity))
+    FROM go
     RETURNING id
 ), lift_event AS (
     INSERT INTO events (tenant_id, channel, address_hash, kind, topic_id, source, actor, occurred_at, data)
@@ -77,11 +88,12 @@ WITH lifted AS (
     RETURNING id
 ), saved AS (
     INSERT INTO consents AS k (tenant_id, channel, address_hash, topic_id, partners, source,
-                               notice_version, evidence, granted_at, event_id)
-    SELECT $1, $2, $3, $5, $6, $7, $8, $9, $10, ev.id FROM ev
+                               notice_version, evidence, granted_at, event_id, expires_at)
+    SELECT $1, $2, $3, $5, $6, $7, $8, $9, $10, ev.id, (SELECT expires_at FROM validity) FROM ev
     ON CONFLICT (tenant_id, channel, address_hash, topic_id) DO UPDATE
     SET partners = excluded.partners, source = excluded.source, notice_version = excluded.notice_version,
-        evidence = excluded.evidence, granted_at = excluded.granted_at, event_id = excluded.event_id
+        evidence = excluded.evidence, granted_at = excluded.granted_at, event_id = excluded.event_id,
+        expires_at = excluded.expires_at
     RETURNING 1
 ), global_after AS (
     SELECT reason, expires_at FROM suppressions
@@ -92,26 +104,30 @@ WITH lifted AS (
     WHERE tenant_id = $1 AND channel = $2 AND address_hash = $3 AND topic_id <> 0 AND reason = 'unsubscribed'
       AND NOT (topic_id = $5 AND EXISTS (SELECT 1 FROM lifted))
 ), consents_after AS (
-    SELECT topic_id, partners FROM consents
+    SELECT topic_id, partners, expires_at FROM consents
     WHERE tenant_id = $1 AND channel = $2 AND address_hash = $3 AND topic_id <> $5
     UNION ALL
-    SELECT $5, $6
+    SELECT $5, $6, (SELECT expires_at FROM validity)
 ), projection AS (
     INSERT INTO recipients AS r (tenant_id, channel, address_hash, address, suppression_reasons,
                                  suppression_expires, unsubscribed_topics, consent_topics,
-                                 partner_consent_topics)
+                                 partner_consent_topics, consent_expires)
     SELECT $1, $2, $3, $4,
            coalesce((SELECT array_agg(reason ORDER BY reason) FROM global_after), '{}'),
            coalesce((SELECT array_agg(expires_at ORDER BY reason) FROM global_after), '{}'),
            coalesce((SELECT array_agg(topic_id ORDER BY topic_id) FROM topics_after), '{}'),
            coalesce((SELECT array_agg(topic_id ORDER BY topic_id) FROM consents_after), '{}'),
-           coalesce((SELECT array_agg(topic_id ORDER BY topic_id) FROM consents_after WHERE partners), '{}')
+           coalesce((SELECT array_agg(topic_id ORDER BY topic_id) FROM consents_after WHERE partners), '{}'),
+           coalesce((SELECT CASE WHEN bool_and(expires_at IS NULL) THEN '{}'::timestamptz[]
+                            ELSE array_agg(expires_at ORDER BY topic_id) END FROM consents_after), '{}')
+    WHERE EXISTS (SELECT 1 FROM go)
     ON CONFLICT (tenant_id, channel, address_hash) DO UPDATE
     SET suppression_reasons = excluded.suppression_reasons,
         suppression_expires = excluded.suppression_expires,
         unsubscribed_topics = excluded.unsubscribed_topics,
         consent_topics = excluded.consent_topics,
         partner_consent_topics = excluded.partner_consent_topics,
+        consent_expires = excluded.consent_expires,
         address = CASE WHEN r.erased_at IS NULL THEN coalesce(excluded.address, r.address) END,
         updated_at = now()
     RETURNING 1

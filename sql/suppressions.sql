@@ -40,7 +40,8 @@ WITH go AS (
     INSERT INTO events (tenant_id, channel, address_hash, kind, topic_id, campaign_id, source, actor,
                         occurred_at, data)
     SELECT $1, $2, $3, $14, nullif($5, 0), $8, $10, $11, $12,
-           $13::jsonb || jsonb_build_object(
+           $13::jsonb || CASE WHEN $9::text IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('note', $9::text) END
+           || jsonb_build_object(
                'reason', $6, 'expires_at', m.expires_at,
                'consents_ended', (SELECT coalesce(jsonb_agg(topic_id ORDER BY topic_id), '[]') FROM ended_consents))
     FROM merged m
@@ -66,19 +67,21 @@ WITH go AS (
     UNION
     SELECT $5 WHERE $5 <> 0 AND $6 = 'unsubscribed'
 ), consents_after AS (
-    SELECT topic_id, partners FROM consents
+    SELECT topic_id, partners, expires_at FROM consents
     WHERE tenant_id = $1 AND channel = $2 AND address_hash = $3
       AND NOT ($6 = 'unsubscribed' AND ($5 = 0 OR topic_id = $5))
 ), projection AS (
     INSERT INTO recipients AS r (tenant_id, channel, address_hash, address, suppression_reasons,
                                  suppression_expires, unsubscribed_topics, consent_topics,
-                                 partner_consent_topics)
+                                 partner_consent_topics, consent_expires)
     SELECT $1, $2, $3, $4,
            coalesce((SELECT array_agg(reason ORDER BY reason) FROM global_after), '{}'),
            coalesce((SELECT array_agg(expires_at ORDER BY reason) FROM global_after), '{}'),
            coalesce((SELECT array_agg(topic_id ORDER BY topic_id) FROM topics_after), '{}'),
            coalesce((SELECT array_agg(topic_id ORDER BY topic_id) FROM consents_after), '{}'),
-           coalesce((SELECT array_agg(topic_id ORDER BY topic_id) FROM consents_after WHERE partners), '{}')
+           coalesce((SELECT array_agg(topic_id ORDER BY topic_id) FROM consents_after WHERE partners), '{}'),
+           coalesce((SELECT CASE WHEN bool_and(expires_at IS NULL) THEN '{}'::timestamptz[]
+                            ELSE array_agg(expires_at ORDER BY topic_id) END FROM consents_after), '{}')
     WHERE EXISTS (SELECT 1 FROM go)
     ON CONFLICT (tenant_id, channel, address_hash) DO UPDATE
     SET suppression_reasons = excluded.suppression_reasons,
@@ -86,6 +89,7 @@ WITH go AS (
         unsubscribed_topics = excluded.unsubscribed_topics,
         consent_topics = excluded.consent_topics,
         partner_consent_topics = excluded.partner_consent_topics,
+        consent_expires = excluded.consent_expires,
         address = CASE WHEN r.erased_at IS NULL THEN coalesce(excluded.address, r.address) END,
         updated_at = now()
     RETURNING 1
@@ -130,6 +134,7 @@ WITH lifted AS (
     SET suppression_reasons = coalesce((SELECT array_agg(reason ORDER BY reason) FROM global_after), '{}'),
         suppression_expires = coalesce((SELECT array_agg(expires_at ORDER BY reason) FROM global_after), '{}'),
         unsubscribed_topics = coalesce((SELECT array_agg(topic_id ORDER BY topic_id) FROM topics_after), '{}'),
+        erased_at = CASE WHEN 'erased' IN (SELECT reason FROM lifted) THEN NULL ELSE erased_at END,
         updated_at = now()
     WHERE tenant_id = $1 AND channel = $2 AND address_hash = $3 AND EXISTS (SELECT 1 FROM lifted)
     RETURNING 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,8 +18,12 @@ Client = AsyncTestClient[Litestar]
 
 
 async def ledger(db: asyncpg.Connection, tenant: Tenant) -> list[tuple[str, dict[str, Any]]]:
-    rows = await db.fetch("SELECT kind, data FROM events WHERE tenant_id = $1 ORDER BY id", tenant.id)
-    return [(r["kind"], __import__("json").loads(r["data"])) for r in rows]
+    """Each event's kind and its data with the personal fields merged back in."""
+    rows = await db.fetch(
+        "SELECT kind, data || coalesce(personal, '{}') AS data FROM events WHERE tenant_id = $1 ORDER BY id",
+        tenant.id,
+    )
+    return [(r["kind"], json.loads(r["data"])) for r in rows]
 
 
 async def test_topic_create_then_update(client: Client, tenant: Tenant) -> None:

@@ -388,7 +388,7 @@ async def test_stop_suppresses_sms_only_and_queues_one_reply(
     assert await decision(client, tenant, PHONE, channel="sms") == (False, None, "unsubscribed")
     assert await decision(client, tenant, "ola@example.no") == (True, "consent", None)
     event = await db.fetchrow(
-        "SELECT kind, source, channel, data FROM events WHERE tenant_id = $1 AND id = $2",
+        "SELECT kind, source, channel, data || coalesce(personal, '{}') AS data FROM events WHERE tenant_id = $1 AND id = $2",
         tenant.id,
         body["event_id"],
     )

@@ -40,7 +40,8 @@ async def link(client: Client, tenant: Tenant, address: str, **message: Any) -> 
 
 async def events(db: asyncpg.Connection, tenant: Tenant) -> list[asyncpg.Record]:
     return await db.fetch(
-        "SELECT kind, source, actor, campaign_id, topic_id, occurred_at, data FROM events"
+        "SELECT kind, source, actor, campaign_id, topic_id, occurred_at,"
+        " data || coalesce(personal, '{}') AS data FROM events"
         " WHERE tenant_id = $1 ORDER BY id",
         tenant.id,
     )

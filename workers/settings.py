@@ -12,6 +12,17 @@ from suppress.db import create_pool
 from suppress.queue import redis_settings
 from suppress.sql import load_queries
 from workers.effects import apply_effects, sweep_pending_effects
+from workers.health import prune_health, refresh_tenant_health, schedule_health_refresh, update_health
+from workers.imports import JOB_TIMEOUT as IMPORT_JOB_TIMEOUT
+from workers.imports import MAX_TRIES as IMPORT_MAX_TRIES
+from workers.imports import resume_imports, run_import
+from workers.providers import (
+    close_providers,
+    open_providers,
+    process_provider_events,
+    prune_provider_records,
+    sweep_provider_events,
+)
 from workers.sms import KEEP_RESULT_SECONDS, MAX_TRIES, close_sms_sender, open_sms_sender, send_sms_reply
 from workers.suppressions import expire_suppressions
 from workers.unsubscribe import apply_spooled_unsubscribe
@@ -26,7 +37,7 @@ from workers.webhooks import (
 )
 
 # Effects run for every ledger event, in this order: each is `async def effect(ctx, event)`.
-EFFECTS: list[Any] = [fan_out]
+EFFECTS: list[Any] = [fan_out, update_health]
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -39,12 +50,14 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["effects"] = list(EFFECTS)
     open_sms_sender(ctx, settings)
     open_webhooks(ctx)
+    open_providers(ctx)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     """Close what startup opened."""
     await close_sms_sender(ctx)
     await close_webhooks(ctx)
+    await close_providers(ctx)
     pool = ctx.get("pool")
     if pool is not None:
         await pool.close()
@@ -60,6 +73,8 @@ class WorkerSettings:
 
     functions: ClassVar[list[Any]] = [
         expire_suppressions,
+        # keep_result=0: the provider-event sweeper can enqueue events again once a job is gone
+        func(process_provider_events, keep_result=0, max_tries=1000, timeout=600),
         # keep_result=0: a finished job's id is free again, so the sweeper can re-enqueue it later
         func(apply_effects, keep_result=0, max_tries=20),
         # keep_result: the reply's job id (from the STOP's ledger event) stays taken for a day
@@ -68,14 +83,28 @@ class WorkerSettings:
         func(apply_spooled_unsubscribe, keep_result=0, max_tries=100_000),
         # keep_result=0: the redelivery cron can enqueue a delivery again once its job is gone
         func(deliver_webhook, keep_result=0, max_tries=DELIVERY_MAX_TRIES, timeout=DELIVERY_JOB_TIMEOUT),
+        # keep_result=0: a slice's job id (from its checkpoint) is free again for resume_imports
+        func(run_import, keep_result=0, max_tries=IMPORT_MAX_TRIES, timeout=IMPORT_JOB_TIMEOUT),
+        # keep_result=0: the next minute's cron can enqueue the tenant's refresh again
+        func(refresh_tenant_health, keep_result=0, max_tries=3, timeout=600),
     ]
     cron_jobs: ClassVar[list[Any]] = [
+        # every 30 s: acknowledged provider events still pending after a grace period (lost enqueue)
+        cron(sweep_provider_events, second={10, 40}, unique=True, run_at_startup=True),
+        # hourly: expired provider nonces, long-finished provider events, soft bounces past every window
+        cron(prune_provider_records, minute=23, second=30, unique=True),
         # every minute: lifts temporary suppressions (soft bounces, manual with expiry) that ran out
         cron(expire_suppressions, second=7, unique=True, run_at_startup=True),
         # every 30 s: effects still pending after a grace period are enqueued again
         cron(sweep_pending_effects, second={0, 30}, unique=True, run_at_startup=True),
         # every 30 s: webhook deliveries that are due but have no job (lost enqueue, killed worker)
         cron(redeliver_due_webhooks, second={15, 45}, unique=True, run_at_startup=True),
+        # every 30 s: unfinished imports no runner holds (lost enqueue, killed worker) go on
+        cron(resume_imports, second={10, 40}, unique=True, run_at_startup=True),
+        # every minute: one list-health refresh per tenant (snapshot + campaign check totals)
+        cron(schedule_health_refresh, second=20, unique=True, run_at_startup=True),
+        # hourly: counted events whose effects are long done are forgotten
+        cron(prune_health, minute=41, second=0, unique=True),
     ]
     on_startup = startup
     on_shutdown = shutdown

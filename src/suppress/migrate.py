@@ -40,6 +40,10 @@ def migration_files(directory: Path | None = None) -> list[tuple[int, str, Path]
     return found
 
 
+def _has_statements(text: str) -> bool:
+    return any(line.strip() and not line.strip().startswith("--") for line in text.splitlines())
+
+
 async def migrate(conn: asyncpg.Connection, directory: Path | None = None) -> list[str]:
     """Apply every pending migration; returns the names applied."""
     files = migration_files(directory)
@@ -62,8 +66,10 @@ async def migrate(conn: asyncpg.Connection, directory: Path | None = None) -> li
                         f"migration {version:04d} is recorded as {done[version]!r} but the file is {name!r}"
                     )
                 continue
+            text = path.read_text(encoding="utf-8")
             async with conn.transaction():
-                await conn.execute(path.read_text(encoding="utf-8"))
+                if _has_statements(text):  # asyncpg cannot execute a script of comments only
+                    await conn.execute(text)
                 await conn.execute(
                     "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
                 )

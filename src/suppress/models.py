@@ -24,6 +24,8 @@ Reason = Literal[
 ]
 # Reasons a suppression row can carry; `erased` is set only by erasure, never by POST /v1/suppressions.
 SuppressionReason = Literal["unsubscribed", "complained", "hard_bounced", "soft_bounced", "manual"]
+# What DELETE /v1/suppressions can lift: any reason, including an erasure (admin, with a note).
+LiftableReason = Literal["unsubscribed", "complained", "hard_bounced", "soft_bounced", "manual", "erased"]
 Scope = Literal["check", "write", "read", "admin"]
 CustomerEvent = Literal["purchase", "agreement_started", "agreement_ended"]
 

@@ -67,6 +67,8 @@ class RecipientState(msgspec.Struct, frozen=True):
     last_purchase_at: datetime | None = None
     restricted: bool = False
     erased: bool = False
+    # parallel to consent_topics: when each consent lapses (None = never); empty = none lapse
+    consent_expires: list[datetime | None] = msgspec.field(default_factory=list)
 
 
 class Decision(msgspec.Struct, frozen=True):
@@ -128,6 +130,17 @@ def _covers(topics: list[int], topic_id: int | None) -> bool:
     return topic_id is not None and topic_id in topics
 
 
+def active_consents(state: RecipientState, now: datetime) -> list[int]:
+    """The topics (0 = all) of the consents in force at `now`: lapsed ones no longer count."""
+    if not any(state.consent_expires):
+        return state.consent_topics
+    return [
+        topic
+        for topic, until in zip_longest(state.consent_topics, state.consent_expires)
+        if topic is not None and (until is None or until > now)
+    ]
+
+
 def decide(
     policy: TenantPolicy,
     message: MessageContext,
@@ -156,8 +169,10 @@ def decide(
     topic_id = message.topic_id
     if topic_id is not None and topic_id in state.unsubscribed_topics:
         return DENY["unsubscribed"]
-    if _covers(state.consent_topics, topic_id) and (
-        message.offer == "own" or _covers(state.partner_consent_topics, topic_id)
+    consents = active_consents(state, now) if state.consent_expires else state.consent_topics
+    if _covers(consents, topic_id) and (
+        message.offer == "own"
+        or _covers([t for t in state.partner_consent_topics if t in consents], topic_id)
     ):
         return ALLOW_CONSENT
     soft_opt_in = message.topic_soft_opt_in if topic_id is not None else policy.soft_opt_in_without_topic

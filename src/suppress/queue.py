@@ -19,9 +19,15 @@ JOB_APPLY_EFFECTS = "apply_effects"
 JOB_SEND_SMS_REPLY = "send_sms_reply"
 JOB_APPLY_UNSUBSCRIBE = "apply_spooled_unsubscribe"
 JOB_DELIVER_WEBHOOK = "deliver_webhook"
+JOB_RUN_IMPORT = "run_import"
+JOB_REFRESH_HEALTH = "refresh_tenant_health"
+JOB_PROCESS_PROVIDER_EVENTS = "process_provider_events"
 ENQUEUED_JOBS: frozenset[str] = frozenset(
     {
         JOB_DELIVER_WEBHOOK,
+        JOB_RUN_IMPORT,
+        JOB_REFRESH_HEALTH,
+        JOB_PROCESS_PROVIDER_EVENTS,
         JOB_EXPIRE_SUPPRESSIONS,
         JOB_APPLY_EFFECTS,
         JOB_SEND_SMS_REPLY,

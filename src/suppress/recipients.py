@@ -18,7 +18,7 @@ from msgspec import Meta
 from suppress import metrics
 from suppress.addresses import AddressHasher, normalise
 from suppress.effects import enqueue_effects
-from suppress.errors import Forbidden, InvalidAddress, InvalidInput, NotFound, UnknownTopic
+from suppress.errors import Conflict, Forbidden, InvalidAddress, InvalidInput, NotFound, UnknownTopic
 from suppress.models import (
     ADMIN_ONLY_LIFT,
     AwareDatetime,
@@ -303,6 +303,8 @@ class Recipients:
             protected = sorted(set(reasons) & ADMIN_ONLY_LIFT)
             if protected and "admin" not in principal.scopes:
                 raise Forbidden(f"lifting {', '.join(protected)} needs an API key with the admin scope")
+            if "erased" in reasons and not note:
+                raise InvalidInput("lifting an erasure needs a reason: pass it as `note`")
             lifted = await conn.fetch(
                 self._q.delete_suppressions,
                 principal.tenant_id,
@@ -404,6 +406,10 @@ class Recipients:
         granted_at = data.granted_at or now
         if granted_at > now + CLOCK_SKEW:
             raise InvalidInput("granted_at lies in the future")
+        if principal.require_notice_version and not data.notice_version:
+            raise InvalidInput(
+                "this tenant requires notice_version on every consent (what the person was told)"
+            )
         if len(_encode(data.evidence)) > MAX_EVIDENCE_BYTES:
             raise InvalidInput(f"evidence is larger than {MAX_EVIDENCE_BYTES} bytes as JSON")
         topic_id = await self.topic_id(principal, data.topic)
@@ -422,7 +428,10 @@ class Recipients:
             principal.actor,
             {"recorded_via": "api"},
         )
-        assert row is not None
+        if row is None:
+            raise Conflict(
+                f"{normalised} was erased; a consent cannot be recorded until an admin lifts the erasure"
+            )
         metrics.WRITES.labels("consent_given").inc()
         await enqueue_effects(self._queue, principal.tenant_id, list(row["event_ids"]))
         return WriteResult(
@@ -566,6 +575,7 @@ class Recipients:
                     "occurred_at": e["occurred_at"],
                     "recorded_at": e["recorded_at"],
                     "data": e["data"],
+                    "personal": e["personal"],
                 }
                 for e in history
             ],

@@ -46,7 +46,13 @@ class Queries:
         "effects",
         "unsubscribe",
         "webhooks",
+        "ledger",
+        "rights",
+        "health",
         "ops",
+        "imports",
+        "exports",
+        "providers",
     )
 
     # tenants.sql
@@ -54,6 +60,8 @@ class Queries:
     create_api_key: str
     authenticate_api_key: str
     tenant_by_name: str
+    tenant_settings: str
+    update_tenant_settings: str
     # checks.sql
     resolve_check_context: str
     recipient_states: str
@@ -95,8 +103,72 @@ class Queries:
     finish_webhook_attempt: str
     end_webhook_delivery: str
     due_webhook_deliveries: str
+    # ledger.sql
+    ledger_head: str
+    ledger_lanes_in_use: str
+    ledger_events_for_verify: str
+    # health.sql
+    count_health_events: str
+    tenant_event_id_range: str
+    event_ids_between: str
+    forget_health_events: str
+    prune_health_counted_events: str
+    health_tenants: str
+    health_refresh_inputs: str
+    health_audience_groups: str
+    prefer_hash_aggregate: str
+    refresh_campaign_checks: str
+    save_health_snapshot: str
+    health_overview: str
+    health_daily_counts: str
+    health_latency_counts: str
+    health_campaign_rows: str
+    dashboard_viewer: str
+    # rights.sql
+    erase_recipient: str
+    refresh_relationship_of_customers: str
+    delete_customer: str
+    set_restriction: str
+    customer_addresses: str
+    customer_by_ref: str
+    recipient_export_row: str
     # ops.sql
     ping: str
+    # imports.sql
+    create_import: str
+    add_import_chunk: str
+    seal_import: str
+    import_chunk: str
+    import_tenant: str
+    import_by_id: str
+    import_errors_page: str
+    add_import_errors: str
+    claim_import: str
+    checkpoint_import: str
+    release_import: str
+    finish_import: str
+    stalled_imports: str
+    import_suppressions: str
+    import_consents: str
+    import_customer_links: str
+    import_customers: str
+    refresh_import_customers: str
+    # exports.sql
+    export_suppressions: str
+    # providers.sql
+    create_provider: str
+    list_providers: str
+    provider_by_id: str
+    delete_provider: str
+    provider_for_inbound: str
+    store_provider_events: str
+    claim_provider_event: str
+    finish_provider_event: str
+    release_provider_event: str
+    stale_provider_events: str
+    record_soft_bounce: str
+    prune_provider_records: str
+    list_provider_events: str
 
     @classmethod
     def declared(cls) -> set[str]:

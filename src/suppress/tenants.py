@@ -6,9 +6,11 @@ import hashlib
 import secrets
 import time
 from collections.abc import Iterable
+from typing import Annotated, Literal
 
 import asyncpg
 import msgspec
+from msgspec import Meta
 
 from suppress.errors import Conflict, Forbidden, InvalidInput, NotAuthenticated, NotFound
 from suppress.models import SCOPES
@@ -29,6 +31,8 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     tenant_name: str
     default_region: str
     soft_bounce_suppress_days: int
+    require_notice_version: bool = False
+    consent_validity_days: int | None = None
     policy: TenantPolicy
 
     @property
@@ -119,6 +123,10 @@ class Authenticator:
         self._ttl = ttl
         self._cache: dict[bytes, tuple[float, Principal | None]] = {}
 
+    def forget_tenant(self, tenant_id: int) -> None:
+        """Drop cached principals of one tenant (its settings changed)."""
+        self._cache = {k: v for k, v in self._cache.items() if v[1] is None or v[1].tenant_id != tenant_id}
+
     async def authenticate(self, authorization: str | None) -> Principal:
         """The caller behind an `Authorization: Bearer sk_...` header, or NotAuthenticated."""
         if not authorization:
@@ -151,9 +159,88 @@ def _principal(row: asyncpg.Record) -> Principal:
         tenant_name=row["tenant_name"],
         default_region=row["default_region"],
         soft_bounce_suppress_days=row["soft_bounce_suppress_days"],
+        require_notice_version=row["require_notice_version"],
+        consent_validity_days=row["consent_validity_days"],
         policy=TenantPolicy(
             relationship_window_days=row["relationship_window_days"],
             soft_opt_in_without_topic=row["soft_opt_in_without_topic"],
             transactional_blocked_by=frozenset(row["transactional_blocked_by"]),
         ),
     )
+
+
+Rate = Annotated[float, Meta(ge=0, le=1)]
+Days = Annotated[int, Meta(ge=1, le=3650)]
+Region = Annotated[str, Meta(pattern=r"^[A-Z]{2}$")]
+BlockingReason = Literal["unsubscribed", "complained", "hard_bounced", "soft_bounced", "manual"]
+
+
+class TenantSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """A tenant's policy settings (POLICY.md, "Tenant settings")."""
+
+    default_region: Region
+    relationship_window_days: Days
+    soft_opt_in_without_topic: bool
+    transactional_blocked_by: list[BlockingReason]
+    soft_bounce_threshold: Annotated[int, Meta(ge=1, le=100)]
+    soft_bounce_window_days: Days
+    soft_bounce_suppress_days: Days
+    complaint_alert_rate: Rate
+    complaint_stop_rate: Rate
+    require_notice_version: bool
+    consent_validity_days: Days | None
+
+
+class TenantSettingsPatch(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
+    """PATCH /v1/settings: the fields to change; leave out the rest (null clears consent_validity_days)."""
+
+    default_region: Region | msgspec.UnsetType = msgspec.UNSET
+    relationship_window_days: Days | msgspec.UnsetType = msgspec.UNSET
+    soft_opt_in_without_topic: bool | msgspec.UnsetType = msgspec.UNSET
+    transactional_blocked_by: list[BlockingReason] | msgspec.UnsetType = msgspec.UNSET
+    soft_bounce_threshold: Annotated[int, Meta(ge=1, le=100)] | msgspec.UnsetType = msgspec.UNSET
+    soft_bounce_window_days: Days | msgspec.UnsetType = msgspec.UNSET
+    soft_bounce_suppress_days: Days | msgspec.UnsetType = msgspec.UNSET
+    complaint_alert_rate: Rate | msgspec.UnsetType = msgspec.UNSET
+    complaint_stop_rate: Rate | msgspec.UnsetType = msgspec.UNSET
+    require_notice_version: bool | msgspec.UnsetType = msgspec.UNSET
+    consent_validity_days: Days | msgspec.UnsetType | None = msgspec.UNSET
+
+
+async def tenant_settings(pool: asyncpg.Pool, queries: Queries, tenant_id: int) -> TenantSettings:
+    """The tenant's current settings."""
+    row = await pool.fetchrow(queries.tenant_settings, tenant_id)
+    if row is None:
+        raise NotFound(f"no tenant with id {tenant_id}")
+    values = dict(row.items())
+    values.pop("name")
+    return msgspec.convert(values, TenantSettings, strict=False)
+
+
+async def update_tenant_settings(
+    pool: asyncpg.Pool, queries: Queries, tenant_id: int, patch: TenantSettingsPatch
+) -> TenantSettings:
+    """Merge `patch` into the settings and store them; takes effect for new requests at once."""
+    current = msgspec.to_builtins(await tenant_settings(pool, queries, tenant_id))
+    changes = {k: v for k, v in msgspec.structs.asdict(patch).items() if v is not msgspec.UNSET}
+    merged = msgspec.convert({**current, **changes}, TenantSettings)
+    if merged.complaint_alert_rate > merged.complaint_stop_rate:
+        raise InvalidInput("complaint_alert_rate must not be above complaint_stop_rate")
+    await pool.execute(
+        queries.update_tenant_settings,
+        tenant_id,
+        merged.default_region,
+        merged.relationship_window_days,
+        merged.soft_opt_in_without_topic,
+        merged.transactional_blocked_by,
+        merged.soft_bounce_threshold,
+        merged.soft_bounce_window_days,
+        merged.soft_bounce_suppress_days,
+        merged.complaint_alert_rate,
+        merged.complaint_stop_rate,
+        merged.require_notice_version,
+        merged.consent_validity_days,
+    )
+    return merged

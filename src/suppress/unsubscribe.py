@@ -20,7 +20,7 @@ from asyncpg.pool import PoolConnectionProxy
 from suppress import queue
 from suppress.db import DATABASE_DOWN
 from suppress.effects import enqueue_effects
-from suppress.errors import SuppressError, Unavailable
+from suppress.errors import Conflict, SuppressError, Unavailable
 from suppress.models import Channel
 from suppress.policy import RecipientState, active_suppressions
 from suppress.sql import Queries
@@ -219,7 +219,8 @@ class Unsubscriber:
             )
         except DATABASE_DOWN:
             raise Unavailable("please try again in a minute") from None
-        assert row is not None
+        if row is None:
+            raise Conflict("this address was erased; it cannot be subscribed again from here")
         event_ids = list(row["event_ids"])
         await enqueue_effects(self._queue, claims.tenant_id, event_ids)
         return event_ids

@@ -9,7 +9,7 @@ from litestar import Request, Response, delete, get, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from suppress.api.auth import caller
-from suppress.models import Channel, SuppressionReason, TopicName
+from suppress.models import Channel, LiftableReason, SuppressionReason, TopicName
 from suppress.recipients import (
     ConsentIn,
     ConsentWithdrawIn,
@@ -81,7 +81,7 @@ async def lift_suppression(
     channel: FromPath[Channel],
     address: FromPath[str],
     topic: FromQuery[TopicName | None] = None,
-    reason: FromQuery[SuppressionReason | None] = None,
+    reason: FromQuery[LiftableReason | None] = None,
     note: Annotated[str | None, QueryParameter(max_length=2000)] = None,
 ) -> LiftResult:
     principal = await caller(request, "write")

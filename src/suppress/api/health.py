@@ -1,0 +1,59 @@
+"""GET /v1/health: list health as JSON, read from the rollups workers keep."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from litestar import Request, get
+from litestar.params import QueryParameter
+
+from suppress.api.auth import caller
+from suppress.health import (
+    DEFAULT_CAMPAIGNS,
+    DEFAULT_DAYS,
+    MAX_CAMPAIGNS,
+    MAX_DAYS,
+    HealthReport,
+    HealthService,
+)
+
+
+def health_service(request: Request[Any, Any, Any]) -> HealthService:
+    service: HealthService = request.app.state.health
+    return service
+
+
+@get(
+    "/v1/health",
+    summary="List health: reachable audience, suppressions, daily counts, campaigns, unsubscribe latency",
+    description=(
+        "Read from rollups the workers keep (the state snapshot is at most about a minute old, "
+        "`snapshot_at` says when it was taken; counters follow events within seconds). `reachable`: "
+        "recipients a marketing message (own offer) may go to now, by basis, per channel, without a "
+        "topic and per topic. `suppressed`: known recipients no marketing may reach, by the strongest "
+        "reason. `daily`: what happened per UTC day and channel over the last `days` days. "
+        "`campaigns`: the campaigns active in that window, most recent first, with unsubscribe and "
+        "complaint rates as fractions of the recipients allowed and `alert` = `ok`, `warn` (complaint "
+        "rate ≥ the tenant's alert line, default 0.1 %) or `stop` (≥ the stop line, default 0.3 %). "
+        "`unsubscribe_latency_seconds`: request to applied, against the 48-hour rule. "
+        "`expiring_relationships`: customer relationships lapsing in the next 30 days. Needs `read`."
+    ),
+    tags=["health"],
+)
+async def get_health(
+    request: Request[Any, Any, Any],
+    days: Annotated[int, QueryParameter(ge=1, le=MAX_DAYS, description="UTC days back, today included")] = (
+        DEFAULT_DAYS
+    ),
+    campaigns: Annotated[
+        int, QueryParameter(ge=1, le=MAX_CAMPAIGNS, description="at most this many campaigns")
+    ] = DEFAULT_CAMPAIGNS,
+) -> HealthReport:
+    principal = await caller(request, "read")
+    return await health_service(request).report(
+        principal.tenant_id, datetime.now(UTC), days=days, campaigns=campaigns
+    )
+
+
+routes = [get_health]

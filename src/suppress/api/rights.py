@@ -1,0 +1,140 @@
+"""GDPR rights over HTTP: access, erasure, restriction, objection."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from litestar import Request, get, post
+from litestar.params import Body, FromPath
+
+from suppress.api.auth import caller
+from suppress.models import Channel
+from suppress.rights import CustomerExport, RecipientExport, RestrictIn, Rights, RightsResult
+
+
+def _rights(request: Request[Any, Any, Any]) -> Rights:
+    service: Rights = request.app.state.rights
+    return service
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@get(
+    "/v1/recipients/{channel:str}/{address:str}/export",
+    summary="GDPR access: everything held about an address",
+    tags=["gdpr"],
+    description="Current state, consents with their evidence and notice versions, suppressions, "
+    "customer links and the full ledger, personal fields included. Needs `read`.",
+)
+async def export_recipient(
+    request: Request[Any, Any, Any], channel: FromPath[Channel], address: FromPath[str]
+) -> RecipientExport:
+    principal = await caller(request, "read")
+    return await _rights(request).export_recipient(principal, channel, address, _now())
+
+
+@get(
+    "/v1/customers/{customer_ref:str}/export",
+    summary="GDPR access: a customer and all its addresses",
+    tags=["gdpr"],
+    description="Needs `read`.",
+)
+async def export_customer(request: Request[Any, Any, Any], customer_ref: FromPath[str]) -> CustomerExport:
+    principal = await caller(request, "read")
+    return await _rights(request).export_customer(principal, customer_ref, _now())
+
+
+@post(
+    "/v1/recipients/{channel:str}/{address:str}/erase",
+    status_code=200,
+    tags=["gdpr"],
+    summary="GDPR erasure: personal data gone, hashed suppression kept",
+    description="Removes the address, evidence (IP, user agent, texts, notes) and customer links from every "
+    "table, including inside ledger events (whose hashes stay, so the chain still verifies), and keeps "
+    "the keyed hash with an `erased` suppression: any spelling of the address is denied from now on, "
+    "and a later consent is refused until an admin lifts the erasure with a reason. Needs `admin`.",
+)
+async def erase_recipient(
+    request: Request[Any, Any, Any], channel: FromPath[Channel], address: FromPath[str]
+) -> RightsResult:
+    principal = await caller(request, "admin")
+    return await _rights(request).erase_recipient(principal, channel, address, _now())
+
+
+@post(
+    "/v1/customers/{customer_ref:str}/erase",
+    status_code=200,
+    tags=["gdpr"],
+    summary="GDPR erasure of a customer: every address, then the customer record",
+    description="Needs `admin`.",
+)
+async def erase_customer(request: Request[Any, Any, Any], customer_ref: FromPath[str]) -> RightsResult:
+    principal = await caller(request, "admin")
+    return await _rights(request).erase_customer(principal, customer_ref, _now())
+
+
+@post(
+    "/v1/recipients/{channel:str}/{address:str}/restrict",
+    status_code=200,
+    tags=["gdpr"],
+    summary="GDPR Art. 18: restrict processing (every send denied `restricted`)",
+    description="Needs `write`.",
+)
+async def restrict(
+    request: Request[Any, Any, Any],
+    channel: FromPath[Channel],
+    address: FromPath[str],
+    data: Annotated[RestrictIn | None, Body()] = None,
+) -> RightsResult:
+    principal = await caller(request, "write")
+    note = data.note if data else None
+    return await _rights(request).restrict(
+        principal, channel, address, restricted=True, note=note, now=_now()
+    )
+
+
+@post(
+    "/v1/recipients/{channel:str}/{address:str}/unrestrict",
+    status_code=200,
+    tags=["gdpr"],
+    summary="Lift a restriction",
+    description="Needs `write`.",
+)
+async def unrestrict(
+    request: Request[Any, Any, Any],
+    channel: FromPath[Channel],
+    address: FromPath[str],
+    data: Annotated[RestrictIn | None, Body()] = None,
+) -> RightsResult:
+    principal = await caller(request, "write")
+    note = data.note if data else None
+    return await _rights(request).restrict(
+        principal, channel, address, restricted=False, note=note, now=_now()
+    )
+
+
+@post(
+    "/v1/customers/{customer_ref:str}/object",
+    status_code=200,
+    tags=["gdpr"],
+    summary="GDPR Art. 21: objection to direct marketing",
+    description="Suppresses every channel and topic for every known address of the customer, at once "
+    "(`unsubscribed`, recorded as an `objected` event). Needs `write`.",
+)
+async def object_to_marketing(request: Request[Any, Any, Any], customer_ref: FromPath[str]) -> RightsResult:
+    principal = await caller(request, "write")
+    return await _rights(request).object(principal, customer_ref, _now())
+
+
+routes = [
+    export_recipient,
+    export_customer,
+    erase_recipient,
+    erase_customer,
+    restrict,
+    unrestrict,
+    object_to_marketing,
+]

@@ -1,0 +1,377 @@
+"""A client for senders: pre-send checks of any size, and the unsubscribe headers on each message.
+
+    from suppress.client import SuppressClient, stamp
+
+    with SuppressClient("https://suppress.example.com", api_key) as client:
+        checked = client.check(addresses, channel="email", purpose="marketing", topic="news")
+    for result in checked.results:
+        if result.allowed:
+            message = build_message(result.recipient)     # an email.message.EmailMessage
+            stamp(message, result)                        # List-Unsubscribe + List-Unsubscribe-Post
+            smtp.send_message(message)
+
+`check()` splits any list into requests of at most `max_batch` recipients (the API takes 100 000),
+sends them one after another and returns one `CheckResponse`: results in input order, summary
+counts added up. Errors come back as exceptions built from the API's problem details
+(`AuthenticationError`, `InvalidRequestError`, ...; all `APIError`), and a server that cannot be
+reached as `ConnectionFailed`. `AsyncSuppressClient` is the same for asyncio. docs/client.md has
+the details.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from email.message import EmailMessage, Message
+from email.policy import Policy
+from email.utils import getaddresses
+from itertools import islice
+from typing import Any, Literal
+
+import httpx
+import msgspec
+
+MAX_BATCH = 100_000
+USER_AGENT = "suppress-client/1"
+ONE_CLICK = "List-Unsubscribe=One-Click"
+
+Channel = Literal["email", "sms"]
+Purpose = Literal["marketing", "transactional"]
+Offer = Literal["own", "partner"]
+
+
+class CheckResult(msgspec.Struct, frozen=True, kw_only=True):
+    """The decision for one recipient: allowed or not, on which basis or why, and the unsubscribe
+    link and headers for an allowed marketing recipient."""
+
+    recipient: str
+    allowed: bool
+    basis: str | None = None
+    reason: str | None = None
+    unsubscribe_url: str | None = None
+    list_unsubscribe: str | None = None
+    list_unsubscribe_post: str | None = None
+
+
+class CheckSummary(msgspec.Struct, frozen=True, kw_only=True):
+    allowed: int = 0
+    denied: int = 0
+    reasons: dict[str, int] = msgspec.field(default_factory=dict)
+    bases: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+class CheckResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """Results in the order of the recipients given, and counts over all of them."""
+
+    results: list[CheckResult]
+    summary: CheckSummary
+
+    @property
+    def allowed(self) -> list[CheckResult]:
+        return [r for r in self.results if r.allowed]
+
+
+class _CheckRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    channel: Channel
+    purpose: Purpose
+    recipients: list[str]
+    topic: str | None = None
+    offer: Offer = "own"
+    campaign: str | None = None
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+class ClientError(Exception):
+    """Something went wrong talking to the suppress API."""
+
+
+class ConnectionFailed(ClientError):
+    """The API could not be reached (or the connection broke); the request may not have arrived."""
+
+
+class StampError(ValueError):
+    """The message cannot carry this result's unsubscribe headers."""
+
+
+class APIError(ClientError):
+    """The API answered with an error (an RFC 9457 problem document)."""
+
+    def __init__(self, status: int, code: str, detail: str, problem: dict[str, Any]) -> None:
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.problem = problem
+        super().__init__(f"{status} {code}: {detail}")
+
+
+class InvalidRequestError(APIError):
+    """400 / 422: the request was malformed or its content not acceptable (see `problem`)."""
+
+
+class AuthenticationError(APIError):
+    """401: the API key is missing, unknown or revoked."""
+
+
+class PermissionDeniedError(APIError):
+    """403: the API key lacks the scope the operation needs."""
+
+
+class NotFoundError(APIError):
+    """404: nothing matches."""
+
+
+class ConflictError(APIError):
+    """409: the request conflicts with the current state."""
+
+
+class RequestTooLargeError(APIError):
+    """413: the request is too large (lower `max_batch`)."""
+
+
+class RateLimitedError(APIError):
+    """429: too many requests."""
+
+
+class ServiceUnavailableError(APIError):
+    """5xx: the service could not do it now; nothing was changed. Retry later."""
+
+
+_ERRORS: dict[int, type[APIError]] = {
+    400: InvalidRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    413: RequestTooLargeError,
+    422: InvalidRequestError,
+    429: RateLimitedError,
+}
+
+
+def _raise_for_problem(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    problem: dict[str, Any] = {}
+    try:
+        decoded = msgspec.json.decode(response.content)
+        if isinstance(decoded, dict):
+            problem = decoded
+    except msgspec.DecodeError:
+        pass
+    status = response.status_code
+    cls = _ERRORS.get(status) or (ServiceUnavailableError if status >= 500 else APIError)
+    code = str(problem.get("code") or f"http_{status}")
+    detail = str(problem.get("detail") or response.text[:500] or response.reason_phrase)
+    raise cls(status, code, detail, problem)
+
+
+# -- stamping -------------------------------------------------------------------------------------
+
+
+class _VerbatimHeader(str):
+    """A header value written as it is: the email package would otherwise fold a long
+    `<https://...>` into RFC 2047 encoded words, which no mailbox provider reads as a URL."""
+
+    name: str
+
+    def __new__(cls, name: str, value: str) -> _VerbatimHeader:
+        if "\r" in value or "\n" in value:
+            raise StampError(f"{name} must be one line")
+        header = super().__new__(cls, value)
+        header.name = name
+        return header
+
+    def fold(self, *, policy: Policy) -> str:
+        return f"{self.name}: {self}{policy.linesep}"
+
+
+def stamp(
+    message: EmailMessage | Message, result: CheckResult, *, check_recipient: bool = True
+) -> EmailMessage | Message:
+    """Add the result's `List-Unsubscribe` and `List-Unsubscribe-Post` (RFC 8058) to `message`.
+
+    Refuses (StampError) a denied result, and — unless `check_recipient` is false — a message whose
+    To header does not name the checked recipient: another person's link would let them
+    unsubscribe someone else. An allowed result without headers (transactional, SMS) leaves the
+    message as it is. Headers already present are replaced. Returns the message.
+    """
+    if not result.allowed:
+        raise StampError(f"refusing to stamp a denied recipient ({result.recipient}: {result.reason})")
+    if result.list_unsubscribe is None:
+        return message
+    if check_recipient:
+        to = [address.strip().lower() for _, address in getaddresses(message.get_all("To", [])) if address]
+        if to and result.recipient.strip().lower() not in to:
+            addressed = ", ".join(to)
+            raise StampError(
+                f"the message is addressed to {addressed}, not to the checked recipient {result.recipient}"
+            )
+    del message["List-Unsubscribe"]
+    del message["List-Unsubscribe-Post"]
+    message["List-Unsubscribe"] = _VerbatimHeader("List-Unsubscribe", result.list_unsubscribe)
+    message["List-Unsubscribe-Post"] = _VerbatimHeader(
+        "List-Unsubscribe-Post", result.list_unsubscribe_post or ONE_CLICK
+    )
+    return message
+
+
+# -- clients ---------------------------------------------------------------------------------------
+
+
+class _Checks:
+    """What both clients share: chunking, request bodies, and putting the answers together."""
+
+    def __init__(self, base_url: str, api_key: str, max_batch: int) -> None:
+        if not 1 <= max_batch <= MAX_BATCH:
+            raise ValueError(f"max_batch must be between 1 and {MAX_BATCH}")
+        self.base_url = base_url.rstrip("/")
+        self.max_batch = max_batch
+        self._headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        self._encode = msgspec.json.Encoder().encode
+        self._decode = msgspec.json.Decoder(CheckResponse).decode
+
+    def _chunks(self, recipients: Iterable[str]) -> Iterator[list[str]]:
+        if isinstance(recipients, str):
+            raise TypeError("recipients must be a list of addresses, not one string")
+        iterator = iter(recipients)
+        while chunk := list(islice(iterator, self.max_batch)):
+            yield chunk
+
+    def _body(self, chunk: list[str], options: dict[str, Any]) -> bytes:
+        return self._encode(_CheckRequest(recipients=chunk, **options))
+
+    def _answer(self, response: httpx.Response, chunk: list[str]) -> CheckResponse:
+        _raise_for_problem(response)
+        try:
+            answer = self._decode(response.content)
+        except msgspec.DecodeError as exc:
+            raise ClientError(f"the check answer is not what the API returns: {exc}") from None
+        if len(answer.results) != len(chunk):
+            raise ClientError(f"{len(answer.results)} results for {len(chunk)} recipients")
+        return answer
+
+
+def _merge(parts: list[CheckResponse]) -> CheckResponse:
+    results: list[CheckResult] = []
+    reasons: dict[str, int] = {}
+    bases: dict[str, int] = {}
+    allowed = denied = 0
+    for part in parts:
+        results.extend(part.results)
+        allowed += part.summary.allowed
+        denied += part.summary.denied
+        for name, n in part.summary.reasons.items():
+            reasons[name] = reasons.get(name, 0) + n
+        for name, n in part.summary.bases.items():
+            bases[name] = bases.get(name, 0) + n
+    return CheckResponse(
+        results=results, summary=CheckSummary(allowed=allowed, denied=denied, reasons=reasons, bases=bases)
+    )
+
+
+def _options(
+    channel: Channel, purpose: Purpose, topic: str | None, offer: Offer, campaign: str | None
+) -> dict[str, Any]:
+    return {"channel": channel, "purpose": purpose, "topic": topic, "offer": offer, "campaign": campaign}
+
+
+class SuppressClient(_Checks):
+    """The synchronous client (httpx). Use it as a context manager, or call `close()`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 120.0,
+        max_batch: int = MAX_BATCH,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(base_url, api_key, max_batch)
+        self._http = httpx.Client(timeout=timeout, transport=transport, follow_redirects=False)
+
+    def check(
+        self,
+        recipients: Iterable[str],
+        *,
+        channel: Channel,
+        purpose: Purpose,
+        topic: str | None = None,
+        offer: Offer = "own",
+        campaign: str | None = None,
+    ) -> CheckResponse:
+        """Decide every recipient, in requests of at most `max_batch`; results in input order."""
+        options = _options(channel, purpose, topic, offer, campaign)
+        parts = []
+        for chunk in self._chunks(recipients):
+            try:
+                response = self._http.post(
+                    f"{self.base_url}/v1/checks", content=self._body(chunk, options), headers=self._headers
+                )
+            except httpx.TransportError as exc:
+                raise ConnectionFailed(f"cannot reach {self.base_url}: {exc}") from exc
+            parts.append(self._answer(response, chunk))
+        return _merge(parts)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> SuppressClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncSuppressClient(_Checks):
+    """The asyncio client (httpx). Use it as an async context manager, or await `aclose()`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 120.0,
+        max_batch: int = MAX_BATCH,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(base_url, api_key, max_batch)
+        self._http = httpx.AsyncClient(timeout=timeout, transport=transport, follow_redirects=False)
+
+    async def check(
+        self,
+        recipients: Iterable[str],
+        *,
+        channel: Channel,
+        purpose: Purpose,
+        topic: str | None = None,
+        offer: Offer = "own",
+        campaign: str | None = None,
+    ) -> CheckResponse:
+        """Decide every recipient, in requests of at most `max_batch`; results in input order."""
+        options = _options(channel, purpose, topic, offer, campaign)
+        parts = []
+        for chunk in self._chunks(recipients):
+            try:
+                response = await self._http.post(
+                    f"{self.base_url}/v1/checks", content=self._body(chunk, options), headers=self._headers
+                )
+            except httpx.TransportError as exc:
+                raise ConnectionFailed(f"cannot reach {self.base_url}: {exc}") from exc
+            parts.append(self._answer(response, chunk))
+        return _merge(parts)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncSuppressClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -1,0 +1,232 @@
+"""The data subject's rights under the GDPR: access (Art. 15), erasure that keeps a hashed
+suppression (Art. 17 with 17(3)), restriction (Art. 18) and objection to direct marketing (Art. 21).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from suppress import metrics
+from suppress.effects import enqueue_effects
+from suppress.errors import NotFound
+from suppress.models import Channel, ShortText
+from suppress.queue import Queue
+from suppress.recipients import Inbound, Recipients
+from suppress.sql import Queries
+from suppress.tenants import Principal
+
+# An access request returns the whole ledger of an address; this many events at the most per page
+# of the underlying query (the export itself is complete).
+EXPORT_EVENTS = 1_000_000
+
+
+class RestrictIn(Inbound, frozen=True):
+    note: ShortText | None = None
+
+
+class RightsResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What a rights request did."""
+
+    channel: Channel | None = None
+    address: str | None = None
+    customer_ref: str | None = None
+    event_ids: list[int] = msgspec.field(default_factory=list)
+    addresses: int = 0
+    changed: bool = True
+
+
+class RecipientExport(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything held about one address (GDPR Art. 15)."""
+
+    controller: str
+    channel: Channel
+    address: str
+    generated_at: datetime
+    known: bool
+    state: dict[str, Any] | None
+    consents: list[dict[str, Any]]
+    suppressions: list[dict[str, Any]]
+    customers: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+
+
+class CustomerExport(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything held about one customer and each of its addresses."""
+
+    controller: str
+    customer_ref: str
+    generated_at: datetime
+    customer: dict[str, Any]
+    addresses: list[RecipientExport]
+
+
+class Rights:
+    """Access, erasure, restriction and objection, on top of the write core."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, queries: Queries, recipients: Recipients, job_queue: Queue | None = None
+    ) -> None:
+        self._pool = pool
+        self._q = queries
+        self._recipients = recipients
+        self._queue = job_queue
+
+    # -- access ----------------------------------------------------------------------------------
+
+    async def export_recipient(
+        self, principal: Principal, channel: Channel, raw_address: str, now: datetime
+    ) -> RecipientExport:
+        """The state row, consents with evidence, suppressions, customer links and the full ledger."""
+        normalised, digest = self._recipients.key(principal, channel, raw_address)
+        return await self._export(principal, channel, digest, normalised, now)
+
+    async def _export(
+        self, principal: Principal, channel: str, digest: bytes, shown: str, now: datetime
+    ) -> RecipientExport:
+        args = (principal.tenant_id, channel, digest)
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(self._q.recipient_export_row, *args)
+            details = await conn.fetchrow(self._q.recipient_details, *args)
+            history = await conn.fetch(self._q.recipient_events, *args, EXPORT_EVENTS)
+        assert details is not None
+        return RecipientExport(
+            controller=principal.tenant_name,
+            channel=channel,  # type: ignore[arg-type]
+            address=shown,
+            generated_at=now,
+            known=row is not None,
+            state=None if row is None else dict(row.items()),
+            consents=details["consents"],
+            suppressions=details["suppressions"],
+            customers=details["customers"],
+            events=[dict(e.items()) for e in history],
+        )
+
+    async def export_customer(self, principal: Principal, customer_ref: str, now: datetime) -> CustomerExport:
+        """A customer's record and the export of every address linked to it."""
+        customer = await self._pool.fetchrow(self._q.customer_by_ref, principal.tenant_id, customer_ref)
+        if customer is None:
+            raise NotFound(f"no customer {customer_ref!r}")
+        links = await self._pool.fetch(self._q.customer_addresses, principal.tenant_id, customer_ref)
+        exports = [
+            await self._export(
+                principal, link["channel"], link["address_hash"], link["address"] or "(erased)", now
+            )
+            for link in links
+        ]
+        return CustomerExport(
+            controller=principal.tenant_name,
+            customer_ref=customer_ref,
+            generated_at=now,
+            customer=dict(customer.items()),
+            addresses=exports,
+        )
+
+    # -- erasure ---------------------------------------------------------------------------------
+
+    async def erase_recipient(
+        self, principal: Principal, channel: Channel, raw_address: str, now: datetime
+    ) -> RightsResult:
+        """Erase one address; its keyed hash stays suppressed as `erased`."""
+        _, digest = self._recipients.key(principal, channel, raw_address)
+        async with self._pool.acquire() as conn, conn.transaction():
+            event_id = await self._erase(conn, principal, channel, digest, now)
+        await enqueue_effects(self._queue, principal.tenant_id, [event_id])
+        return RightsResult(channel=channel, event_ids=[event_id], addresses=1)
+
+    async def _erase(
+        self, conn: Any, principal: Principal, channel: str, digest: bytes, now: datetime
+    ) -> int:
+        row = await conn.fetchrow(
+            self._q.erase_recipient, principal.tenant_id, channel, digest, "api", principal.actor, now
+        )
+        assert row is not None
+        if row["customers"]:
+            await conn.execute(
+                self._q.refresh_relationship_of_customers, principal.tenant_id, row["customers"]
+            )
+        metrics.WRITES.labels("erased").inc()
+        return int(row["event_id"])
+
+    async def erase_customer(self, principal: Principal, customer_ref: str, now: datetime) -> RightsResult:
+        """Erase every address of a customer, then the customer record itself."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            links = await conn.fetch(self._q.customer_addresses, principal.tenant_id, customer_ref)
+            customer = await conn.fetchrow(self._q.customer_by_ref, principal.tenant_id, customer_ref)
+            if customer is None:
+                raise NotFound(f"no customer {customer_ref!r}")
+            event_ids = [
+                await self._erase(conn, principal, link["channel"], link["address_hash"], now)
+                for link in links
+            ]
+            await conn.execute(self._q.delete_customer, principal.tenant_id, customer_ref)
+        await enqueue_effects(self._queue, principal.tenant_id, event_ids)
+        return RightsResult(customer_ref=customer_ref, event_ids=event_ids, addresses=len(links))
+
+    # -- restriction -----------------------------------------------------------------------------
+
+    async def restrict(
+        self,
+        principal: Principal,
+        channel: Channel,
+        raw_address: str,
+        *,
+        restricted: bool,
+        note: str | None,
+        now: datetime,
+    ) -> RightsResult:
+        """Restrict processing (every send denied `restricted`) or lift the restriction."""
+        normalised, digest = self._recipients.key(principal, channel, raw_address)
+        row = await self._pool.fetchrow(
+            self._q.set_restriction,
+            principal.tenant_id,
+            channel,
+            digest,
+            restricted,
+            note,
+            "api",
+            principal.actor,
+            now,
+        )
+        if row is None:
+            return RightsResult(channel=channel, address=normalised, changed=False)
+        await enqueue_effects(self._queue, principal.tenant_id, [row["event_id"]])
+        return RightsResult(channel=channel, address=normalised, event_ids=[row["event_id"]])
+
+    # -- objection -------------------------------------------------------------------------------
+
+    async def object(self, principal: Principal, customer_ref: str, now: datetime) -> RightsResult:
+        """Art. 21 objection: every known address of the customer suppressed on every topic, at once."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            if await conn.fetchrow(self._q.customer_by_ref, principal.tenant_id, customer_ref) is None:
+                raise NotFound(f"no customer {customer_ref!r}")
+            links = await conn.fetch(self._q.customer_addresses, principal.tenant_id, customer_ref)
+            event_ids = []
+            for link in links:
+                row = await conn.fetchrow(
+                    self._q.upsert_suppression,
+                    principal.tenant_id,
+                    link["channel"],
+                    link["address_hash"],
+                    None,
+                    0,
+                    "unsubscribed",
+                    None,
+                    None,
+                    None,
+                    "api",
+                    principal.actor,
+                    now,
+                    {"customer_ref": customer_ref, "via": "objection"},
+                    "objected",
+                    False,
+                )
+                assert row is not None
+                event_ids.append(int(row["event_id"]))
+        metrics.WRITES.labels("objected").inc(len(event_ids))
+        await enqueue_effects(self._queue, principal.tenant_id, event_ids)
+        return RightsResult(customer_ref=customer_ref, event_ids=event_ids, addresses=len(links))
