@@ -114,3 +114,26 @@ SELECT address, created_at, updated_at, suppression_reasons, suppression_expires
        consent_topics, partner_consent_topics, consent_expires, collected_in_sale, agreement_open,
        last_purchase_at, restricted_at, restriction_note, erased_at
 FROM recipients WHERE tenant_id = $1 AND channel = $2 AND address_hash = $3;
+
+-- name: scrub_stored_copies
+-- After an erasure: remove the address from copies kept outside the ledger — provider event
+-- payloads not yet dropped (pending or failed), import error rows, bounce observations.
+-- $1 tenant, $2 the address as it appears in those copies (lower case; a phone number without
+-- its +, which also matches the forms with it), $3 channel, $4 address hash.
+WITH provider AS (
+    UPDATE provider_events
+    SET payload = '{"erased": true}'::jsonb, outcome = NULL,
+        error = CASE WHEN strpos(lower(coalesce(error, '')), $2) > 0 THEN 'erased' ELSE error END
+    WHERE tenant_id = $1
+      AND (strpos(lower(payload::text), $2) > 0 OR strpos(lower(coalesce(outcome::text, '')), $2) > 0
+           OR strpos(lower(coalesce(error, '')), $2) > 0)
+    RETURNING 1
+), import_rows AS (
+    UPDATE import_errors SET raw = NULL, message = 'erased'
+    WHERE tenant_id = $1 AND (strpos(lower(coalesce(raw, '')), $2) > 0 OR strpos(lower(message), $2) > 0)
+    RETURNING 1
+), bounces AS (
+    DELETE FROM bounce_observations WHERE tenant_id = $1 AND channel = $3 AND address_hash = $4 RETURNING 1
+)
+SELECT (SELECT count(*) FROM provider) AS provider_events, (SELECT count(*) FROM import_rows) AS import_errors,
+       (SELECT count(*) FROM bounces) AS bounce_observations;

@@ -132,19 +132,23 @@ class Rights:
         self, principal: Principal, channel: Channel, raw_address: str, now: datetime
     ) -> RightsResult:
         """Erase one address; its keyed hash stays suppressed as `erased`."""
-        _, digest = self._recipients.key(principal, channel, raw_address)
+        normalised, digest = self._recipients.key(principal, channel, raw_address)
         async with self._pool.acquire() as conn, conn.transaction():
-            event_id = await self._erase(conn, principal, channel, digest, now)
+            event_id = await self._erase(conn, principal, channel, digest, now, normalised)
         await enqueue_effects(self._queue, principal.tenant_id, [event_id])
         return RightsResult(channel=channel, event_ids=[event_id], addresses=1)
 
     async def _erase(
-        self, conn: Any, principal: Principal, channel: str, digest: bytes, now: datetime
+        self, conn: Any, principal: Principal, channel: str, digest: bytes, now: datetime, address: str | None
     ) -> int:
         row = await conn.fetchrow(
             self._q.erase_recipient, principal.tenant_id, channel, digest, "api", principal.actor, now
         )
         assert row is not None
+        # copies outside the ledger are found by the address itself (lower case; digits for a phone)
+        needle = address.lstrip("+").lower() if address else None
+        if needle:
+            await conn.execute(self._q.scrub_stored_copies, principal.tenant_id, needle, channel, digest)
         if row["customers"]:
             await conn.execute(
                 self._q.refresh_relationship_of_customers, principal.tenant_id, row["customers"]
@@ -160,7 +164,9 @@ class Rights:
             if customer is None:
                 raise NotFound(f"no customer {customer_ref!r}")
             event_ids = [
-                await self._erase(conn, principal, link["channel"], link["address_hash"], now)
+                await self._erase(
+                    conn, principal, link["channel"], link["address_hash"], now, link["address"]
+                )
                 for link in links
             ]
             await conn.execute(self._q.delete_customer, principal.tenant_id, customer_ref)

@@ -132,6 +132,7 @@ class Queries:
     customer_addresses: str
     customer_by_ref: str
     recipient_export_row: str
+    scrub_stored_copies: str
     # ops.sql
     ping: str
     # imports.sql
