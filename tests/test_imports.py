@@ -689,7 +689,7 @@ import asyncio, os, signal
 from suppress.addresses import AddressHasher
 from suppress.config import DerivedKeys, Settings
 from suppress.db import create_pool
-from suppress.imports import run_import
+from suppress.import_runs import run_import
 from suppress.sql import load_queries
 
 async def main():
