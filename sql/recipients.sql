@@ -189,8 +189,8 @@ SELECT (SELECT count(*) FROM links) AS links, (SELECT count(*) FROM rows) AS rec
        (SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM ev) AS event_ids;
 
 -- name: refresh_customer_relationships
--- Recompute the relationship columns of every address linked to one customer, from all the
--- customers each address belongs to (only links collected in a sale count as a basis).
+-- Recompute the relationship columns of every address linked to these customers ($2, an array),
+-- from all the customers each address belongs to (only links collected in a sale count as a basis).
 UPDATE recipients r
 SET collected_in_sale = agg.collected, agreement_open = agg.open,
     last_purchase_at = agg.last_purchase, updated_at = now()
@@ -203,7 +203,7 @@ FROM (
     JOIN customers cu USING (tenant_id, customer_ref)
     WHERE ca.tenant_id = $1
       AND (ca.channel, ca.address_hash) IN (
-          SELECT channel, address_hash FROM customer_addresses WHERE tenant_id = $1 AND customer_ref = $2)
+          SELECT channel, address_hash FROM customer_addresses WHERE tenant_id = $1 AND customer_ref = ANY($2::text[]))
     GROUP BY ca.channel, ca.address_hash
 ) agg
 WHERE r.tenant_id = $1 AND r.channel = agg.channel AND r.address_hash = agg.address_hash;

@@ -48,25 +48,6 @@ SELECT ev.id AS event_id, (SELECT count(*) FROM scrubbed) AS events_scrubbed,
        (SELECT count(*) FROM kept) + (SELECT count(*) FROM projection) AS writes
 FROM ev;
 
--- name: refresh_relationship_of_customers
--- Recompute the relationship columns of every address still linked to these customers.
-UPDATE recipients r
-SET collected_in_sale = agg.collected, agreement_open = agg.open,
-    last_purchase_at = agg.last_purchase, updated_at = now()
-FROM (
-    SELECT ca.channel, ca.address_hash,
-           bool_or(ca.collected_in_sale) AS collected,
-           bool_or(ca.collected_in_sale AND cu.agreement_open) AS open,
-           max(cu.last_purchase_at) FILTER (WHERE ca.collected_in_sale) AS last_purchase
-    FROM customer_addresses ca
-    JOIN customers cu USING (tenant_id, customer_ref)
-    WHERE ca.tenant_id = $1
-      AND (ca.channel, ca.address_hash) IN (
-          SELECT channel, address_hash FROM customer_addresses WHERE tenant_id = $1 AND customer_ref = ANY($2::text[]))
-    GROUP BY ca.channel, ca.address_hash
-) agg
-WHERE r.tenant_id = $1 AND r.channel = agg.channel AND r.address_hash = agg.address_hash;
-
 -- name: delete_customer
 -- Remove a customer and its links (after its addresses were erased).
 WITH links AS (DELETE FROM customer_addresses WHERE tenant_id = $1 AND customer_ref = $2 RETURNING 1)

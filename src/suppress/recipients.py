@@ -491,7 +491,9 @@ class Recipients:
                 at,
                 {},
             )
-            await conn.execute(self._q.refresh_customer_relationships, principal.tenant_id, data.customer_ref)
+            await conn.execute(
+                self._q.refresh_customer_relationships, principal.tenant_id, [data.customer_ref]
+            )
         metrics.WRITES.labels(f"customer_{data.event}").inc()
         assert linked_row is not None
         await enqueue_effects(self._queue, principal.tenant_id, list(linked_row["event_ids"]))

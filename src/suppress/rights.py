@@ -151,7 +151,7 @@ class Rights:
             await conn.execute(self._q.scrub_stored_copies, principal.tenant_id, needle, channel, digest)
         if row["customers"]:
             await conn.execute(
-                self._q.refresh_relationship_of_customers, principal.tenant_id, row["customers"]
+                self._q.refresh_customer_relationships, principal.tenant_id, row["customers"]
             )
         metrics.WRITES.labels("erased").inc()
         return int(row["event_id"])

@@ -126,7 +126,6 @@ class Queries:
     dashboard_viewer: str
     # rights.sql
     erase_recipient: str
-    refresh_relationship_of_customers: str
     delete_customer: str
     set_restriction: str
     customer_addresses: str
