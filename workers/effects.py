@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 # Give the API's own enqueue time to land before the sweeper steps in.
 SWEEP_GRACE = timedelta(seconds=15)
-SWEEP_BATCH = 1000
+SWEEP_BATCH = 5000
 
 
 async def apply_effects(ctx: dict[str, Any], tenant_id: int, event_id: int) -> str:

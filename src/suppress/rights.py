@@ -150,9 +150,7 @@ class Rights:
         if needle:
             await conn.execute(self._q.scrub_stored_copies, principal.tenant_id, needle, channel, digest)
         if row["customers"]:
-            await conn.execute(
-                self._q.refresh_customer_relationships, principal.tenant_id, row["customers"]
-            )
+            await conn.execute(self._q.refresh_customer_relationships, principal.tenant_id, row["customers"])
         metrics.WRITES.labels("erased").inc()
         return int(row["event_id"])
 
