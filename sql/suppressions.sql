@@ -31,30 +31,36 @@ WITH go AS (
                 WHEN p.expires_at IS NULL OR $7::timestamptz IS NULL THEN NULL
                 ELSE greatest(p.expires_at, $7::timestamptz) END AS expires_at
     FROM go LEFT JOIN prior p ON true
-), ended_consents AS (
-    DELETE FROM consents
-    WHERE tenant_id = $1 AND channel = $2 AND address_hash = $3
-      AND $6 = 'unsubscribed' AND ($5 = 0 OR topic_id = $5) AND EXISTS (SELECT 1 FROM go)
-    RETURNING topic_id
-), ev AS (
-    INSERT INTO events (tenant_id, channel, address_hash, kind, topic_id, campaign_id, source, actor,
-                        occurred_at, data)
-    SELECT $1, $2, $3, $14, nullif($5, 0), $8, $10, $11, $12,
-           $13::jsonb || CASE WHEN $9::text IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('note', $9::text) END
-           || jsonb_build_object(
-               'reason', $6, 'expires_at', m.expires_at,
-               'consents_ended', (SELECT coalesce(jsonb_agg(topic_id ORDER BY topic_id), '[]') FROM ended_consents))
-    FROM merged m
-    RETURNING id, recorded_at
+), new_event AS (
+    SELECT nextval(pg_get_serial_sequence('events', 'id')) AS id FROM merged
 ), saved AS (
+    -- The suppression row decides whether anything is written: ON CONFLICT sees rows committed
+    -- after this statement's snapshot, so two concurrent "only if new" clicks write once.
     INSERT INTO suppressions AS s (tenant_id, channel, address_hash, topic_id, reason, created_at,
                                    expires_at, campaign_id, note, event_id)
-    SELECT $1, $2, $3, $5, $6, m.created_at, m.expires_at, $8, $9, ev.id FROM merged m, ev
+    SELECT $1, $2, $3, $5, $6, m.created_at, m.expires_at, $8, $9, n.id FROM merged m, new_event n
     ON CONFLICT (tenant_id, channel, address_hash, topic_id, reason) DO UPDATE
     SET created_at = excluded.created_at, expires_at = excluded.expires_at,
         campaign_id = coalesce(excluded.campaign_id, s.campaign_id),
         note = coalesce(excluded.note, s.note), event_id = excluded.event_id
-    RETURNING created_at, expires_at
+    WHERE NOT $15::boolean OR (s.expires_at IS NOT NULL AND s.expires_at <= $12)
+    RETURNING created_at, expires_at, event_id
+), ended_consents AS (
+    DELETE FROM consents
+    WHERE tenant_id = $1 AND channel = $2 AND address_hash = $3
+      AND $6 = 'unsubscribed' AND ($5 = 0 OR topic_id = $5) AND EXISTS (SELECT 1 FROM saved)
+    RETURNING topic_id
+), ev AS (
+    INSERT INTO events (id, tenant_id, channel, address_hash, kind, topic_id, campaign_id, source, actor,
+                        occurred_at, data)
+    OVERRIDING SYSTEM VALUE
+    SELECT sv.event_id, $1, $2, $3, $14, nullif($5, 0), $8, $10, $11, $12,
+           $13::jsonb || CASE WHEN $9::text IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('note', $9::text) END
+           || jsonb_build_object(
+               'reason', $6, 'expires_at', sv.expires_at,
+               'consents_ended', (SELECT coalesce(jsonb_agg(topic_id ORDER BY topic_id), '[]') FROM ended_consents))
+    FROM saved sv
+    RETURNING id, recorded_at
 ), global_after AS (
     SELECT reason, expires_at FROM suppressions
     WHERE tenant_id = $1 AND channel = $2 AND address_hash = $3 AND topic_id = 0
@@ -82,7 +88,7 @@ WITH go AS (
            coalesce((SELECT array_agg(topic_id ORDER BY topic_id) FROM consents_after WHERE partners), '{}'),
            coalesce((SELECT CASE WHEN bool_and(expires_at IS NULL) THEN '{}'::timestamptz[]
                             ELSE array_agg(expires_at ORDER BY topic_id) END FROM consents_after), '{}')
-    WHERE EXISTS (SELECT 1 FROM go)
+    WHERE EXISTS (SELECT 1 FROM saved)
     ON CONFLICT (tenant_id, channel, address_hash) DO UPDATE
     SET suppression_reasons = excluded.suppression_reasons,
         suppression_expires = excluded.suppression_expires,

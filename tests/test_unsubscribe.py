@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -294,3 +295,36 @@ def test_mask_address() -> None:
     assert mask_address("email", "ab@example.no") == "a•••@example.no"
     assert mask_address("sms", "+4791234567") == "+47•••••567"
     assert mask_address("email", None) is None
+
+
+async def test_simultaneous_clicks_write_one_unsubscribe(
+    db: asyncpg.Connection,
+    client: Client,
+    tenant: Tenant,
+    app: Litestar,
+    settings: Settings,
+    queries: Queries,
+) -> None:
+    pool = await create_pool(settings.require_database_url(), size=12)
+    service = Unsubscriber(pool, queries, app.state.keyring, None)
+    claims = []
+    for i in range(30):
+        await consent(client, tenant, f"double{i}@example.no")
+        claims.append(_claims(tenant, app, await link(client, tenant, f"double{i}@example.no")))
+    now = datetime.now(UTC)
+    try:
+        outcomes = await asyncio.gather(
+            *(
+                service.unsubscribe(c, topic_id=0, source="one_click", evidence=Evidence(), now=now)
+                for c in claims
+                for _ in range(2)
+            )
+        )
+    finally:
+        await pool.close()
+    assert sorted(o.status for o in outcomes).count("applied") == 30
+    counts = await db.fetch(
+        "SELECT address_hash, count(*) AS n FROM events WHERE tenant_id = $1 AND kind = 'unsubscribed' GROUP BY 1",
+        tenant.id,
+    )
+    assert len(counts) == 30 and all(row["n"] == 1 for row in counts)

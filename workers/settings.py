@@ -110,4 +110,8 @@ class WorkerSettings:
     on_shutdown = shutdown
     max_tries = 5
     job_timeout = 300
+    # No stored results: arq keeps the result of a job it failed before running it (expired, out of
+    # tries) for this long whatever func(keep_result=...) says, and that would block the sweeper's
+    # re-enqueue under the same deterministic job id.
+    keep_result = 0
     redis_settings = _redis()

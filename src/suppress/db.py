@@ -21,6 +21,8 @@ DATABASE_DOWN: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.InterfaceError,
+    # seen while the server shuts down mid-statement ("cannot switch to state ...")
+    asyncpg.InternalClientError,
 )
 
 _json_encode = msgspec.json.Encoder().encode

@@ -6,6 +6,7 @@ that each name enqueued here is registered there).
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from arq import ArqRedis, Worker, create_pool
@@ -55,14 +56,16 @@ async def connect(url: str) -> Queue:
         raise Unavailable(f"cannot connect to Redis: {type(exc).__name__}") from None
 
 
-async def enqueue(queue: Queue, name: str, *args: Any, job_id: str | None = None) -> bool:
+async def enqueue(
+    queue: Queue, name: str, *args: Any, job_id: str | None = None, expires: timedelta | None = None
+) -> bool:
     """Enqueue a registered job by name; a deterministic `job_id` makes repeats no-ops.
 
     Returns False when a job with that id is already queued or done.
     """
     if name not in ENQUEUED_JOBS:
         raise ValueError(f"job {name!r} is not in queue.ENQUEUED_JOBS")
-    job = await queue.enqueue_job(name, *args, _job_id=job_id)
+    job = await queue.enqueue_job(name, *args, _job_id=job_id, _expires=expires)
     return job is not None
 
 
@@ -86,4 +89,5 @@ def build_worker(worker_settings: Any, redis_url: str, ctx: dict[str, Any]) -> W
         redis_settings=redis_settings(redis_url),
         ctx=ctx,
         handle_signals=False,
+        keep_result=getattr(worker_settings, "keep_result", 3600),
     )

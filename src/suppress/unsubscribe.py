@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import asyncpg
@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 Source = Literal["one_click", "page"]
 # How long one attempt may wait for the database before the request is spooled instead.
 DATABASE_WAIT = 5.0
+# arq drops a job not started within its expiry (24 h by default): a spooled unsubscribe must
+# outlive any database outage we could plausibly have.
+SPOOL_LIFETIME = timedelta(days=30)
 
 
 class BadToken(SuppressError):
@@ -188,7 +191,11 @@ class Unsubscriber:
             raise Unavailable("the unsubscribe could not be stored; please try again in a minute")
         try:
             await queue.enqueue(
-                self._queue, queue.JOB_APPLY_UNSUBSCRIBE, msgspec.to_builtins(order), job_id=order.job_id()
+                self._queue,
+                queue.JOB_APPLY_UNSUBSCRIBE,
+                msgspec.to_builtins(order),
+                job_id=order.job_id(),
+                expires=SPOOL_LIFETIME,
             )
         except Exception as exc:  # Redis down too: nothing holds the request, so no 2xx
             log.error("could not spool an unsubscribe either (%s)", type(exc).__name__)
