@@ -1,8 +1,8 @@
 """List health as marketers see it: the report GET /v1/health and /dashboard serve.
 
 Read side only: everything here comes from rollup tables that workers keep current
-(`suppress.rollups`, `workers/health.py`); a report is four indexed SELECTs in one read-only
-snapshot, whatever the size of the ledger (docs/health.md):
+(`suppress.rollups`, `workers/health.py`); a report is four indexed SELECTs, whatever the size of
+the ledger (docs/health.md):
 
 - `health_overview`: the tenant's complaint thresholds and its state snapshot (reachable audience
   by basis per channel and topic, suppressed recipients by reason, relationships lapsing soon);
@@ -43,6 +43,7 @@ DAILY_METRICS: tuple[str, ...] = (
     "relationships_ended",
     "purchases",
 )
+_DAILY_METRIC_SET = frozenset(DAILY_METRICS)
 # Why a recipient cannot get a marketing message without a topic, strongest first (decision order).
 SUPPRESSED_REASONS: tuple[str, ...] = (
     "erased",
@@ -318,15 +319,17 @@ def _expiring(lapsing: Iterable[LapsingCount]) -> ExpiringRelationships:
 
 
 def _daily(rows: Iterable[asyncpg.Record], first: date, last: date) -> list[DailyCounts]:
-    counts: dict[tuple[date, str], dict[str, int]] = defaultdict(dict)
-    for row in rows:
-        if row["metric"] in DAILY_METRICS:
-            counts[(row["day"], row["channel"])][row["metric"]] = row["n"]
+    """Every day of the window on every channel, zero where nothing happened."""
     days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    counts: dict[tuple[date, str], dict[str, int]] = {(d, c): {} for d in days for c in CHANNELS}
+    known = _DAILY_METRIC_SET
+    for day, channel, metric, n in rows:
+        cell = counts.get((day, channel))
+        if cell is not None and metric in known:
+            cell[metric] = n
     return [
-        DailyCounts(day=day, channel=channel, **counts.get((day, channel), {}))  # type: ignore[arg-type]
-        for day in days
-        for channel in CHANNELS
+        DailyCounts(day=day, channel=channel, **cell)  # type: ignore[arg-type]
+        for (day, channel), cell in counts.items()
     ]
 
 
@@ -344,7 +347,9 @@ class HealthService:
         today = now.astimezone(UTC).date()
         first = today - timedelta(days=days - 1)
         since = datetime.combine(first, time(), UTC)
-        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        # Four round trips on one connection; no transaction around them (BEGIN and COMMIT would be
+        # two more): each rollup is current on its own, none needs to agree with another to the event.
+        async with self._pool.acquire() as conn:
             overview = await conn.fetchrow(self._q.health_overview, tenant_id)
             if overview is None:
                 raise NotFound(f"no tenant with id {tenant_id}")
