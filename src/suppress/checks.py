@@ -13,6 +13,9 @@ docs/performance.md):
 - a large answer is read through a cursor STREAM_ROWS rows at a time, and a row's recipients are
   decided as soon as it arrives, while PostgreSQL produces the next slice; recipients without a row
   (never seen, or invalid) are answered at the end from decisions made once per batch;
+- the topic and campaign are resolved while the addresses are hashed and looked up; a mid-sized
+  request (SPLIT_FROM up to STREAM_FROM recipients) is looked up in two halves on two connections,
+  the first while the second is hashed;
 - the per-recipient loops run with the cyclic garbage collector held off (they are synchronous, so
   nothing else runs meanwhile, and what they allocate holds no cycles); left on, it re-traverses
   the growing batch again and again;
@@ -25,7 +28,7 @@ import asyncio
 import contextlib
 import gc
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any, cast
@@ -54,6 +57,8 @@ MAX_RECIPIENTS = 100_000
 # rows at a time, so deciding overlaps with PostgreSQL producing the rest; a smaller one in one go.
 STREAM_FROM = 5_000
 STREAM_ROWS = 5_000
+# A request of SPLIT_FROM..STREAM_FROM recipients is looked up in two halves on two connections.
+SPLIT_FROM = 200
 ONE_CLICK = "List-Unsubscribe=One-Click"
 
 CheckRecipient = Annotated[str, Meta(max_length=512)]
@@ -125,17 +130,17 @@ class CheckService:
                 f"{count} recipients in one request; at most {MAX_RECIPIENTS} (split the list)"
             )
         with metrics.CHECK_SECONDS.time():
-            topic_id, soft_opt_in, campaign_id = await self._resolve_context(principal, request)
-            message = MessageContext(
-                purpose=request.purpose,
-                topic_id=topic_id,
-                topic_soft_opt_in=soft_opt_in,
-                offer=request.offer,
-            )
-            batch = _Batch(self, principal, request, message, now, campaign_id)
-            await self._decide_batch(principal, request, batch)
+            # The topic and campaign are looked up while the addresses are hashed and looked up.
+            context = asyncio.ensure_future(self._resolve_context(principal, request))
+            try:
+                await asyncio.sleep(0)  # its query goes out now
+                batch = _Batch(self, principal, request, now)
+                await self._decide_batch(principal, request, batch, context)
+            finally:
+                with contextlib.suppress(Exception):
+                    await context  # when the batch failed first: let it end, and see its error
             results, outcomes = batch.done, batch.ordered_outcomes()
-            await self._count(principal, request.channel, campaign_id, outcomes, now)
+            await self._count(principal, request.channel, batch.campaign_id, outcomes, now)
         return _response(results, outcomes, request)
 
     async def _resolve_context(
@@ -154,45 +159,88 @@ class CheckService:
             raise UnknownTopic(f"no topic named {request.topic!r}; create it with POST /v1/topics")
         return row["topic_id"], bool(row["topic_soft_opt_in"]), row["campaign_id"]
 
-    async def _decide_batch(self, principal: Principal, request: CheckRequest, batch: _Batch) -> None:
-        """Hash every address, look the distinct hashes up in one statement, decide as rows arrive.
+    async def _decide_batch(
+        self,
+        principal: Principal,
+        request: CheckRequest,
+        batch: _Batch,
+        context: asyncio.Future[tuple[int | None, bool, int | None]],
+    ) -> None:
+        """Hash every address, look the distinct hashes up, and decide each row as it arrives.
 
         One statement for the whole request lets PostgreSQL plan for all of it (key-ordered index
         probes, or one scan when the batch is a large part of the table) instead of once per chunk.
         A large answer is read through a cursor a slice at a time: while this process decides one
-        slice, PostgreSQL produces the next.
+        slice, PostgreSQL produces the next. A mid-sized request is looked up in two halves on two
+        connections instead, the first while this process hashes the second.
         """
-        with _gc_paused():
-            keys = batch.hash_all(self._hasher, principal.default_region)
-        if keys:
-            query, tenant_id, channel = self._queries.recipient_states, principal.tenant_id, request.channel
-            if len(keys) < STREAM_FROM:
-                rows = await self._pool.fetch(query, tenant_id, channel, keys)
+        hasher, region, n = self._hasher, principal.default_region, len(request.recipients)
+        tenant_id, channel = principal.tenant_id, request.channel
+        pending: list[asyncio.Future[list[asyncpg.Record]]] = []  # lookups sent, not yet decided
+        try:
+            half = n // 2 if SPLIT_FROM <= n < STREAM_FROM else n
+            with _gc_paused():
+                keys = batch.hash_range(hasher, region, 0, half)
+            if half < n:
+                if keys:
+                    pending.append(asyncio.ensure_future(self._lookup(tenant_id, channel, keys)))
+                    await asyncio.sleep(0)  # the first half's lookup goes out now
                 with _gc_paused():
-                    batch.decide_rows(rows)
-                    del rows
+                    keys = batch.hash_range(hasher, region, half, n)
+            if keys and len(keys) >= STREAM_FROM and half == n:
+                await self._stream(batch, context, tenant_id, channel, keys)
             else:
-                async with self._pool.acquire() as conn, conn.transaction(readonly=True):
-                    cursor = await conn.cursor(query, tenant_id, channel, keys)
-                    fetching: asyncio.Future[list[asyncpg.Record]] | None = asyncio.ensure_future(
-                        cursor.fetch(STREAM_ROWS)
-                    )
-                    try:
-                        while fetching is not None:
-                            rows = await fetching
-                            fetching = None
-                            if len(rows) == STREAM_ROWS:
-                                fetching = asyncio.ensure_future(cursor.fetch(STREAM_ROWS))
-                                await asyncio.sleep(0)  # the request for the next slice goes out now
-                            with _gc_paused():
-                                batch.decide_rows(rows)
-                                del rows
-                    finally:
-                        if fetching is not None:  # the batch failed: let the fetch end, then roll back
-                            with contextlib.suppress(Exception):
-                                await fetching
+                if keys:
+                    pending.append(asyncio.ensure_future(self._lookup(tenant_id, channel, keys)))
+                batch.set_context(*await context)
+                while pending:
+                    rows = await pending[0]
+                    del pending[0]  # the rows go as soon as they are decided
+                    with _gc_paused():
+                        batch.decide_rows(rows)
+                        del rows
+        finally:
+            for lookup in pending:  # the batch failed: let every lookup end before going on
+                with contextlib.suppress(Exception):
+                    await lookup
         with _gc_paused():
             batch.decide_rest()
+
+    def _lookup(self, tenant_id: int, channel: str, keys: list[bytes]) -> Awaitable[list[asyncpg.Record]]:
+        return self._pool.fetch(self._queries.recipient_states, tenant_id, channel, keys)
+
+    async def _stream(
+        self,
+        batch: _Batch,
+        context: asyncio.Future[tuple[int | None, bool, int | None]],
+        tenant_id: int,
+        channel: str,
+        keys: list[bytes],
+    ) -> None:
+        """Look a large batch up through a cursor, deciding each slice while PostgreSQL makes the next."""
+        async with self._pool.acquire() as conn, conn.transaction(readonly=True):
+            # Planned with this batch's keys, never with a cached generic plan (which probes the
+            # index key by key even when one scan of the table would be cheaper).
+            await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+            cursor = await conn.cursor(self._queries.recipient_states, tenant_id, channel, keys)
+            fetching: asyncio.Future[list[asyncpg.Record]] | None = asyncio.ensure_future(
+                cursor.fetch(STREAM_ROWS)
+            )
+            try:
+                batch.set_context(*await context)
+                while fetching is not None:
+                    rows = await fetching
+                    fetching = None
+                    if len(rows) == STREAM_ROWS:
+                        fetching = asyncio.ensure_future(cursor.fetch(STREAM_ROWS))
+                        await asyncio.sleep(0)  # the request for the next slice goes out now
+                    with _gc_paused():
+                        batch.decide_rows(rows)
+                        del rows
+            finally:
+                if fetching is not None:  # the batch failed: let the fetch end, then roll back
+                    with contextlib.suppress(Exception):
+                        await fetching
 
     async def _count(
         self,
@@ -264,8 +312,10 @@ class _Batch:
         "message",
         "mint",
         "now",
+        "offer",
         "outcomes",
         "policy",
+        "purpose",
         "recipients",
         "repeats",
         "results",
@@ -275,37 +325,43 @@ class _Batch:
         "wants_link",
     )
 
+    message: MessageContext
+    topic_id: int | None
+    campaign_id: int | None
+    unknown: Decision
+
     def __init__(
-        self,
-        service: CheckService,
-        principal: Principal,
-        request: CheckRequest,
-        message: MessageContext,
-        now: datetime,
-        campaign_id: int | None,
+        self, service: CheckService, principal: Principal, request: CheckRequest, now: datetime
     ) -> None:
         self.policy = principal.policy
-        self.message = message
+        self.purpose = request.purpose
+        self.offer = request.offer
         self.now = now
         self.tenant_id = principal.tenant_id
         self.channel = request.channel
-        self.topic_id = message.topic_id
-        self.campaign_id = campaign_id
         self.issued_at = int(now.timestamp())
         self.mint = service._keyring.mint
         self.base = service._unsubscribe_base
         self.is_email = request.channel == "email"
         self.wants_link = request.purpose == "marketing"
-        # Nothing known about a recipient is the commonest state: decide it once.
-        self.unknown = decide(self.policy, message, None, now)
         self.recipients = request.recipients
         self.hashes: list[bytes | None] = []
         self.first: dict[bytes, int] = {}  # hash -> position of its first recipient
         # decision -> position of its first recipient: the summary lists outcomes in input order
         self.earliest: dict[Decision, int] = {}
         self.repeats: dict[bytes, list[int]] = {}  # hash -> positions of the same address again
-        self.results: list[CheckResult | None] = []
+        self.results: list[CheckResult | None] = [None] * len(request.recipients)
         self.outcomes: Counter[Decision] = Counter()
+
+    def set_context(self, topic_id: int | None, topic_soft_opt_in: bool, campaign_id: int | None) -> None:
+        """The message's topic and campaign, resolved while the addresses were hashed; before deciding."""
+        self.message = MessageContext(
+            purpose=self.purpose, topic_id=topic_id, topic_soft_opt_in=topic_soft_opt_in, offer=self.offer
+        )
+        self.topic_id = topic_id
+        self.campaign_id = campaign_id
+        # Nothing known about a recipient is the commonest state: decide it once.
+        self.unknown = decide(self.policy, self.message, None, self.now)
 
     @property
     def done(self) -> list[CheckResult]:
@@ -317,22 +373,29 @@ class _Batch:
         earliest = self.earliest
         return Counter({d: self.outcomes[d] for d in sorted(self.outcomes, key=earliest.__getitem__)})
 
-    def hash_all(self, hasher: AddressHasher, region: str) -> list[bytes]:
-        """Normalise and hash every address; returns the distinct hashes to look up."""
+    def hash_range(self, hasher: AddressHasher, region: str, start: int, stop: int) -> list[bytes]:
+        """Normalise and hash the addresses at start..stop (ranges in order, from 0 to the end).
+
+        Returns the hashes not seen before: the ones to look up.
+        """
         channel, hash_address = self.channel, hasher.hash
         hashes, first, repeats = self.hashes, self.first, self.repeats
+        assert len(hashes) == start
         append = hashes.append
-        for position, raw in enumerate(self.recipients):
-            normalised = normalise(channel, raw, region)
+        new: list[bytes] = []
+        found = new.append
+        for position in range(start, stop):
+            normalised = normalise(channel, self.recipients[position], region)
             if normalised is None:
                 append(None)
                 continue
             digest = hash_address(channel, normalised)
             append(digest)
-            if first.setdefault(digest, position) != position:
+            if first.setdefault(digest, position) == position:
+                found(digest)
+            else:
                 repeats.setdefault(digest, []).append(position)
-        self.results = [None] * len(hashes)
-        return list(first)
+        return new
 
     def result(self, raw: str, digest: bytes, decision: Decision) -> CheckResult:
         """One recipient's answer, with a freshly minted unsubscribe link when it needs one."""
