@@ -52,14 +52,13 @@ async def create_pool(dsn: str, *, size: int = 10, min_size: int = 1) -> Pool:
             min_size=min(min_size, size),
             max_size=size,
             init=_init_connection,
-            # The batch check's `= ANY($3)` must be planned with the real array: a generic plan
-            # probes the index key by key and is several times slower for large batches.
             # No parallel workers: for the check's lookups (1k-100k keys) the planner then picks
             # a parallel scan of the whole table whose Gather of wide rows is 2-4x slower than a
             # plain index or sequential scan, and the workers take the cores the API needs
-            # (docs/performance.md).
+            # (docs/performance.md). Custom plans are forced only where they pay: the check's
+            # large lookups set plan_cache_mode in their own transaction (checks.py); forcing
+            # them pool-wide re-planned every write statement on every call.
             server_settings={
-                "plan_cache_mode": "force_custom_plan",
                 "max_parallel_workers_per_gather": "0",
                 "application_name": "suppress",
             },
