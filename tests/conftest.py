@@ -32,6 +32,8 @@ from suppress.migrate import migrate
 from suppress.sql import Queries, load_queries
 from suppress.tenants import create_api_key, create_tenant
 
+pytest_plugins = ["tests.live"]  # a real `suppress serve` and Chromium, for the modules that ask
+
 TEST_SECRET = "test-secret-" + "x" * 40
 PUBLIC_URL = "https://unsub.example.test"
 

@@ -9,12 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import shutil
-import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,84 +18,24 @@ import httpx
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, expect
 
 from suppress.api.dashboard import SESSION_SECONDS, DashboardSessions
 from suppress.api.dashboard_pages import campaigns_csv
-from suppress.config import ENV_VARS, Settings
+from suppress.config import Settings
 from suppress.db import create_pool
-from suppress.embedded import free_port
 from suppress.health import CampaignHealth, Viewer
 from suppress.rollups import count_events, refresh_tenant
 from suppress.sql import Queries
 from tests.conftest import TEST_SECRET, Tenant
-from tests.test_browser import CHROMIUM_ARGS, PHONE, _wait_ready, assert_png, open_page
+from tests.live import PHONE, api, assert_png, open_page
 
 FORMULA = '=HYPERLINK("https://evil.example","click")'
 MARKUP = "<b>Bold</b> & co"
 SPRING = "Spring sale"
 
 
-# -- a server, a browser, and a tenant with some history ---------------------------------------
-
-
-@pytest.fixture(scope="module")
-def server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`python -m suppress.cli serve` on a free port (plain http: no Secure cookie); its base URL."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
-    env.update(
-        SUPPRESS_DATABASE_URL=settings.require_database_url(),
-        SUPPRESS_REDIS_URL=settings.require_redis_url(),
-        SUPPRESS_SECRET=TEST_SECRET,
-        SUPPRESS_PUBLIC_URL=base,
-    )
-    log_path = tmp_path_factory.mktemp("dashboard-server") / "serve.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "suppress.cli", "serve", "--port", str(port), "--no-access-log"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            _wait_ready(proc, base, log_path)
-            yield base
-        finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-@pytest.fixture(scope="module")
-async def http(server: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server, timeout=10) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    executable = shutil.which("chromium")
-    if executable is None:
-        pytest.skip("no `chromium` on PATH (.ci/run installs Debian's); Playwright must not download one")
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=executable, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
-
-
-async def api(http: httpx.AsyncClient, tenant: Tenant, path: str, body: Any, scope: str = "admin") -> Any:
-    response = await http.post(path, json=body, headers=tenant.auth(scope))
-    assert response.status_code < 300, response.text
-    return response.json()
+# -- a tenant with some history -----------------------------------------------------------------
 
 
 async def checked(http: httpx.AsyncClient, tenant: Tenant, campaign: str, recipients: list[str]) -> list[Any]:
