@@ -22,6 +22,21 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+async def _set_restriction(
+    request: Request[Any, Any, Any],
+    channel: Channel,
+    address: str,
+    data: RestrictIn | None,
+    *,
+    restricted: bool,
+) -> RightsResult:
+    principal = await caller(request, "write")
+    note = data.note if data else None
+    return await _rights(request).restrict(
+        principal, channel, address, restricted=restricted, note=note, now=_now()
+    )
+
+
 @get(
     "/v1/recipients/{channel:str}/{address:str}/export",
     summary="GDPR access: everything held about an address",
@@ -89,11 +104,7 @@ async def restrict(
     address: FromPath[str],
     data: Annotated[RestrictIn | None, Body()] = None,
 ) -> RightsResult:
-    principal = await caller(request, "write")
-    note = data.note if data else None
-    return await _rights(request).restrict(
-        principal, channel, address, restricted=True, note=note, now=_now()
-    )
+    return await _set_restriction(request, channel, address, data, restricted=True)
 
 
 @post(
@@ -109,11 +120,7 @@ async def unrestrict(
     address: FromPath[str],
     data: Annotated[RestrictIn | None, Body()] = None,
 ) -> RightsResult:
-    principal = await caller(request, "write")
-    note = data.note if data else None
-    return await _rights(request).restrict(
-        principal, channel, address, restricted=False, note=note, now=_now()
-    )
+    return await _set_restriction(request, channel, address, data, restricted=False)
 
 
 @post(
