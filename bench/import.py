@@ -40,10 +40,10 @@ import asyncpg
 
 from suppress.config import Settings
 from suppress.db import create_pool
-from suppress.import_formats import Lines, NeedMore, Reader
-from suppress.import_records import ImportOptions
-from suppress.import_runs import BATCH_ROWS, CHUNK_BYTES
-from suppress.imports import Imports
+from suppress.imports.formats import Lines, NeedMore, Reader
+from suppress.imports.records import ImportOptions
+from suppress.imports.runs import BATCH_ROWS, CHUNK_BYTES
+from suppress.imports.uploads import Imports
 from suppress.migrate import migrate
 from suppress.sql import load_queries
 from suppress.tenants import create_tenant

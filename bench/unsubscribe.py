@@ -68,7 +68,7 @@ from litestar.enums import MediaType
 from suppress.addresses import AddressHasher, normalise
 from suppress.config import DerivedKeys, Settings
 from suppress.db import create_pool
-from suppress.embedded import free_port
+from suppress.devstack.embedded import free_port
 from suppress.migrate import migrate
 from suppress.sql import Queries, load_queries
 from suppress.tenants import create_tenant

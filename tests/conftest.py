@@ -59,7 +59,7 @@ def server_database_url(embedded_root: Path) -> Iterator[str]:
     if url:
         yield url
         return
-    from suppress.embedded import EmbeddedPostgres
+    from suppress.devstack.embedded import EmbeddedPostgres
 
     server = EmbeddedPostgres(embedded_root / "pg")
     try:
@@ -75,7 +75,7 @@ def redis_url(embedded_root: Path) -> Iterator[str]:
     if url:
         yield url
         return
-    from suppress.embedded import EmbeddedRedis
+    from suppress.devstack.embedded import EmbeddedRedis
 
     server = EmbeddedRedis(embedded_root / "redis")
     try:

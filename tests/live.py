@@ -22,7 +22,7 @@ import pytest
 from playwright.async_api import Browser, Page, ViewportSize, async_playwright
 
 from suppress.config import ENV_VARS, Settings
-from suppress.embedded import free_port
+from suppress.devstack.embedded import free_port
 from tests.conftest import TEST_SECRET, Tenant
 
 CHROMIUM_ARGS = [

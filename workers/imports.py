@@ -20,8 +20,8 @@ from suppress import queue
 from suppress.addresses import AddressHasher
 from suppress.config import DerivedKeys
 from suppress.db import DATABASE_DOWN
-from suppress.import_runs import LEASE, import_job_id
-from suppress.import_runs import run_import as run_import_core
+from suppress.imports.runs import LEASE, import_job_id
+from suppress.imports.runs import run_import as run_import_core
 
 log = logging.getLogger(__name__)
 

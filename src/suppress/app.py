@@ -33,7 +33,7 @@ from suppress.config import DerivedKeys, Settings
 from suppress.db import create_pool
 from suppress.errors import SuppressError
 from suppress.health import HealthService
-from suppress.imports import Imports
+from suppress.imports.uploads import Imports
 from suppress.recipients import Recipients
 from suppress.rights import Rights
 from suppress.sql import load_queries

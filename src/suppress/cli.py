@@ -157,7 +157,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     from workers.settings import WorkerSettings
 
-    from suppress.dev import run_dev
+    from suppress.devstack.runner import run_dev
 
     data_dir = Path(args.data_dir) if args.data_dir else None
     return asyncio.run(
@@ -176,9 +176,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     from suppress.addresses import AddressHasher
     from suppress.config import DerivedKeys
     from suppress.db import create_pool
-    from suppress.import_records import ImportOptions
-    from suppress.import_runs import Progress, run_import
-    from suppress.imports import Imports
+    from suppress.imports.records import ImportOptions
+    from suppress.imports.runs import Progress, run_import
+    from suppress.imports.uploads import Imports
     from suppress.progress import ProgressBar
 
     settings = Settings.from_env()

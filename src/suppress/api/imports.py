@@ -13,9 +13,9 @@ from multipart import MultipartError, MultipartSegment, PushMultipartParser  # t
 
 from suppress.api.auth import caller
 from suppress.errors import MalformedRequest
-from suppress.exports import MEDIA_TYPES, ExportFormat, export_suppressions
-from suppress.import_records import ImportFormat, ImportKind, ImportOptions, ProviderList
-from suppress.imports import Imports, ImportView, UploadTooLarge
+from suppress.imports.exports import MEDIA_TYPES, ExportFormat, export_suppressions
+from suppress.imports.records import ImportFormat, ImportKind, ImportOptions, ProviderList
+from suppress.imports.uploads import Imports, ImportView, UploadTooLarge
 from suppress.models import Channel, SuppressionReason
 
 # Room for multipart headers and boundaries on top of the file itself.

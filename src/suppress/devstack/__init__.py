@@ -1,0 +1,1 @@
+"""The development stack: embedded PostgreSQL and Redis from wheels, and the `suppress dev` runner."""

@@ -1,0 +1,208 @@
+"""`suppress dev`: the whole service on one machine with nothing installed but Python.
+
+Starts embedded PostgreSQL and Redis when SUPPRESS_DATABASE_URL / SUPPRESS_REDIS_URL are unset,
+keeps a generated SUPPRESS_SECRET in the data folder, migrates, seeds a demo tenant, and runs the
+API and a worker in one process until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+import uvicorn
+
+from suppress import queue
+from suppress.addresses import AddressHasher
+from suppress.app import create_app
+from suppress.config import DerivedKeys, Settings
+from suppress.db import create_pool
+from suppress.devstack.embedded import EmbeddedPostgres, EmbeddedRedis, default_data_dir
+from suppress.devstack.secrets_file import read_or_create
+from suppress.migrate import migrate
+from suppress.recipients import (
+    ConsentIn,
+    CustomerAddressIn,
+    CustomerEventIn,
+    Recipients,
+    SuppressionIn,
+    TopicIn,
+)
+from suppress.sql import load_queries
+from suppress.tenants import Authenticator, create_api_key, create_tenant
+
+DEMO_TENANT = "demo"
+
+
+async def seed_demo(settings: Settings, data_dir: Path) -> str:
+    """Create the demo tenant with topics, consents, customers and a suppression; return its key.
+
+    Idempotent: a later run reuses the tenant and the key kept in the data folder.
+    """
+    key_file = data_dir / "demo-api-key"
+    queries = load_queries()
+    conn = await asyncpg.connect(settings.require_database_url())
+    try:
+        tenant_id = await conn.fetchval(queries.tenant_by_name, DEMO_TENANT)
+        if tenant_id is not None and key_file.exists():
+            return key_file.read_text().strip()
+        if tenant_id is None:
+            new_key = await create_tenant(conn, queries, DEMO_TENANT)
+            fresh = True
+        else:
+            new_key = await create_api_key(conn, queries, tenant_id, ["admin"], label="demo")
+            fresh = False
+    finally:
+        await conn.close()
+    _write_private(key_file, new_key.api_key)
+    if fresh:
+        await _seed_data(settings, new_key.api_key)
+    return new_key.api_key
+
+
+async def _seed_data(settings: Settings, api_key: str) -> None:
+    keys = DerivedKeys.from_settings(settings)
+    queries = load_queries()
+    pool = await create_pool(settings.require_database_url(), size=2)
+    try:
+        principal = await Authenticator(pool, queries).authenticate(f"Bearer {api_key}")
+        service = Recipients(pool, queries, AddressHasher(keys.address_hash_key))
+        now = datetime.now(UTC)
+        await service.save_topic(principal, TopicIn(name="newsletter", soft_opt_in=True))
+        await service.save_topic(principal, TopicIn(name="offers", soft_opt_in=False))
+        evidence = {"ip": "192.0.2.10", "user_agent": "demo", "form": "signup"}
+        for address, topic, partners in (
+            ("ola.nordmann@example.no", None, False),
+            ("kari@example.no", "newsletter", True),
+        ):
+            await service.give_consent(
+                principal,
+                ConsentIn(
+                    channel="email",
+                    address=address,
+                    topic=topic,
+                    partners=partners,
+                    source="signup_form",
+                    notice_version="2026-01",
+                    evidence=evidence,
+                ),
+                now,
+            )
+        await service.give_consent(
+            principal,
+            ConsentIn(channel="sms", address="+4791234567", source="checkout", notice_version="2026-01"),
+            now,
+        )
+        await service.customer_event(
+            principal,
+            CustomerEventIn(
+                customer_ref="C-1001",
+                event="purchase",
+                at=now - timedelta(days=30),
+                addresses=[
+                    CustomerAddressIn(channel="email", address="per@example.no", collected_in_sale=True)
+                ],
+            ),
+            now,
+        )
+        await service.customer_event(
+            principal,
+            CustomerEventIn(
+                customer_ref="C-1002",
+                event="agreement_started",
+                at=now - timedelta(days=200),
+                addresses=[
+                    CustomerAddressIn(channel="email", address="anne@example.no", collected_in_sale=True),
+                    CustomerAddressIn(channel="sms", address="+4798765432", collected_in_sale=True),
+                ],
+            ),
+            now,
+        )
+        await service.suppress(
+            principal,
+            SuppressionIn(channel="email", address="nils@example.no", reason="unsubscribed"),
+            now,
+        )
+    finally:
+        await pool.close()
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.write_text(text + "\n")
+    path.chmod(stat.S_IRUSR | stat.S_IWUSR)
+
+
+async def run_dev(*, host: str, port: int, data_dir: Path | None, worker_settings: type) -> int:
+    """Run API + worker (and embedded servers where needed) until interrupted."""
+    data_dir = data_dir or default_data_dir()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    settings = Settings.from_env()
+    with contextlib.ExitStack() as stack:
+        database_url, redis_url = settings.database_url, settings.redis_url
+        if database_url is None:
+            print(f"starting embedded PostgreSQL in {data_dir / 'postgres'} ...", flush=True)
+            postgres = EmbeddedPostgres(data_dir)
+            stack.callback(postgres.stop)
+            database_url = await asyncio.to_thread(postgres.start)
+        if redis_url is None:
+            print(f"starting embedded Redis in {data_dir / 'redis'} ...", flush=True)
+            redis = EmbeddedRedis(data_dir)
+            stack.callback(redis.stop)
+            redis_url = await asyncio.to_thread(redis.start)
+        settings = msgspec.structs.replace(
+            settings,
+            database_url=database_url,
+            redis_url=redis_url,
+            secret=settings.secret or read_or_create(data_dir / "secret"),
+            public_url=os.environ.get("SUPPRESS_PUBLIC_URL", f"http://{host}:{port}").rstrip("/"),
+        )
+        conn = await asyncpg.connect(database_url)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        api_key = await seed_demo(settings, data_dir)
+        server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port, log_level="info"))
+        worker = queue.build_worker(worker_settings, redis_url, ctx={"settings": settings})
+        worker_task = asyncio.create_task(worker.async_run())
+        banner = asyncio.create_task(_banner(server, settings, api_key, data_dir))
+        try:
+            await server.serve()
+        finally:
+            banner.cancel()
+            worker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await worker_task
+            await worker.close()
+            print("stopped", flush=True)
+    return 0
+
+
+async def _banner(server: uvicorn.Server, settings: Settings, api_key: str, data_dir: Path) -> None:
+    while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
+        await asyncio.sleep(0.05)
+    base = settings.public_url
+    lines: list[Any] = [
+        "",
+        "suppress is running",
+        f"  API          {base}  (OpenAPI: {base}/schema)",
+        f"  ready?       {base}/readyz",
+        f"  demo API key {api_key}",
+        f"  data folder  {data_dir}",
+        "",
+        "try:",
+        f"  curl -s {base}/v1/checks -H 'Authorization: Bearer {api_key}' \\",
+        "    -H 'Content-Type: application/json' \\",
+        '    -d \'{"channel":"email","purpose":"marketing","topic":"newsletter",'
+        '"recipients":["ola.nordmann@example.no","per@example.no","nils@example.no","nobody@example.no"]}\'',
+        "",
+        "Ctrl-C stops everything.",
+    ]
+    print("\n".join(str(line) for line in lines), flush=True)

@@ -1,0 +1,1 @@
+"""Bulk imports and exports: upload, parse, apply in batches, report; stream exports."""
