@@ -1,8 +1,9 @@
 -- name: erase_recipient
 -- GDPR erasure of one address, atomically: scrub the personal fields of its ledger events (their
 -- hashes stay, so the chain still verifies), delete its consents, suppressions and customer links,
--- append an `erased` event, keep an `erased` suppression on the keyed hash, and reset the
--- projection row to "erased, nothing else". $1 tenant, $2 channel, $3 hash, $4 source, $5 actor,
+-- append an `erased` event, keep an `erased` suppression on the keyed hash, and mark the
+-- projection row erased (run by writes.Writer, which locks the row first and rewrites its derived
+-- columns afterwards). $1 tenant, $2 channel, $3 hash, $4 source, $5 actor,
 -- $6 occurred at. Returns the erased event's id and what was removed.
 WITH scrubbed AS (
     UPDATE events SET personal = NULL
@@ -32,15 +33,11 @@ WITH scrubbed AS (
     SET event_id = excluded.event_id, note = NULL, campaign_id = NULL
     RETURNING 1
 ), projection AS (
-    INSERT INTO recipients AS r (tenant_id, channel, address_hash, address, suppression_reasons,
-                                 suppression_expires, erased_at)
-    VALUES ($1, $2, $3, NULL, '{erased}', '{NULL}', $6)
-    ON CONFLICT (tenant_id, channel, address_hash) DO UPDATE
-    SET address = NULL, suppression_reasons = '{erased}', suppression_expires = '{NULL}',
-        unsubscribed_topics = '{}', consent_topics = '{}', partner_consent_topics = '{}',
-        consent_expires = '{}', collected_in_sale = false, agreement_open = false,
-        last_purchase_at = NULL, restricted_at = NULL, restriction_note = NULL,
+    -- the derived columns follow from what is left (rewrite_projection); these are erasure's own
+    UPDATE recipients r
+    SET address = NULL, restricted_at = NULL, restriction_note = NULL,
         erased_at = coalesce(r.erased_at, $6), updated_at = now()
+    WHERE r.tenant_id = $1 AND r.channel = $2 AND r.address_hash = $3
     RETURNING 1
 )
 SELECT ev.id AS event_id, (SELECT count(*) FROM scrubbed) AS events_scrubbed,
@@ -55,7 +52,7 @@ DELETE FROM customers WHERE tenant_id = $1 AND customer_ref = $2 RETURNING (SELE
 
 -- name: set_restriction
 -- Restrict (GDPR Art. 18) or lift a restriction, with a ledger event; nothing happens when the
--- recipient is already in that state. $4 restrict?, $5 note, $6 source, $7 actor, $8 occurred at.
+-- recipient is already in that state (run by writes.Writer, which locks the row first). $4 restrict?, $5 note, $6 source, $7 actor, $8 occurred at.
 WITH current AS (
     SELECT restricted_at IS NOT NULL AS restricted FROM recipients
     WHERE tenant_id = $1 AND channel = $2 AND address_hash = $3
@@ -68,10 +65,10 @@ WITH current AS (
     FROM go
     RETURNING id
 ), projection AS (
-    INSERT INTO recipients AS r (tenant_id, channel, address_hash, restricted_at, restriction_note)
-    SELECT $1, $2, $3, CASE WHEN $4 THEN $8::timestamptz END, CASE WHEN $4 THEN $5::text END FROM go
-    ON CONFLICT (tenant_id, channel, address_hash) DO UPDATE
-    SET restricted_at = excluded.restricted_at, restriction_note = excluded.restriction_note, updated_at = now()
+    UPDATE recipients
+    SET restricted_at = CASE WHEN $4 THEN $8::timestamptz END, restriction_note = CASE WHEN $4 THEN $5::text END,
+        updated_at = now()
+    WHERE tenant_id = $1 AND channel = $2 AND address_hash = $3 AND EXISTS (SELECT 1 FROM go)
     RETURNING 1
 )
 SELECT ev.id AS event_id, (SELECT count(*) FROM projection) AS projected FROM ev;

@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from suppress.intents import LiftIntent
+from suppress.writes import Writer
+
 BATCH = 500
 
 
@@ -19,21 +22,25 @@ async def expire_suppressions(ctx: dict[str, Any], batch: int = BATCH) -> int:
     while True:
         now = datetime.now(UTC)
         due = await pool.fetch(queries.expired_suppressions, now, batch)
-        for row in due:
-            async with pool.acquire() as conn:
-                done = await conn.fetch(
-                    queries.delete_suppressions,
-                    row["tenant_id"],
-                    row["channel"],
-                    row["address_hash"],
-                    row["topic_id"],
-                    [row["reason"]],
-                    "expiry",
-                    "worker",
-                    row["expires_at"],
-                    {"cause": "expired"},
-                    now,
-                )
-            lifted += len(done)
+        intents = [
+            LiftIntent(
+                channel=row["channel"],
+                address_hash=row["address_hash"],
+                topic_id=row["topic_id"],
+                reason=row["reason"],
+                expired_by=now,
+                source="expiry",
+                actor="worker",
+                occurred_at=row["expires_at"],
+                data={"cause": "expired"},
+            )
+            for row in due
+        ]
+        by_tenant: dict[int, list[LiftIntent]] = {}
+        for row, intent in zip(due, intents, strict=True):
+            by_tenant.setdefault(row["tenant_id"], []).append(intent)
+        for tenant_id, tenant_intents in by_tenant.items():
+            applied = await Writer(pool, queries, ctx.get("redis")).apply(tenant_id, tenant_intents)
+            lifted += len(applied.event_ids)
         if len(due) < batch:
             return lifted

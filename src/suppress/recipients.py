@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any
 
 import asyncpg
@@ -19,6 +19,16 @@ from suppress import metrics
 from suppress.addresses import AddressHasher, normalise
 from suppress.effects import enqueue_effects
 from suppress.errors import Conflict, Forbidden, InvalidAddress, InvalidInput, NotFound, UnknownTopic
+from suppress.intents import (
+    ConsentIntent,
+    CustomerIntent,
+    LiftIntent,
+    RuleBroken,
+    SuppressIntent,
+    check_consent,
+    not_in_future,
+    suppression_expiry,
+)
 from suppress.models import (
     ADMIN_ONLY_LIFT,
     AwareDatetime,
@@ -37,13 +47,10 @@ from suppress.policy import MessageContext, RecipientState, active_suppressions,
 from suppress.queue import Queue
 from suppress.sql import Queries
 from suppress.tenants import Principal
+from suppress.writes import Connection, ConsentOutcome, SuppressOutcome, Writer
 
 SourceName = Annotated[str, Meta(min_length=1, max_length=100)]
 NoticeVersion = Annotated[str, Meta(min_length=1, max_length=100)]
-MAX_EVIDENCE_BYTES = 16_384
-# A consent "given" in the future is a clock or data error; allow a little skew.
-CLOCK_SKEW = timedelta(minutes=5)
-_encode = msgspec.json.encode
 
 
 class Inbound(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -185,6 +192,7 @@ class Recipients:
         self._q = queries
         self._hasher = hasher
         self._queue = job_queue
+        self.writer = Writer(pool, queries, job_queue)
 
     # -- shared pieces ---------------------------------------------------------------------
 
@@ -235,46 +243,43 @@ class Recipients:
     ) -> WriteResult:
         """Add a suppression (an `unsubscribed` one also ends the matching consents)."""
         normalised, digest = self.key(principal, data.channel, data.address)
-        if data.topic is not None and data.reason != "unsubscribed":
-            raise InvalidInput(
-                "only `unsubscribed` can be limited to a topic; leave out `topic` for other reasons"
+        try:
+            expires_at = suppression_expiry(
+                data.reason,
+                topic_given=data.topic is not None,
+                expires_at=data.expires_at,
+                at=now,
+                now=now,
+                soft_bounce_suppress_days=principal.soft_bounce_suppress_days,
             )
-        expires_at = data.expires_at
-        if expires_at is not None and expires_at <= now:
-            raise InvalidInput("expires_at must lie in the future")
-        if data.topic is not None and expires_at is not None:
-            raise InvalidInput("an unsubscribe from a topic does not expire; leave out expires_at")
-        if data.reason == "soft_bounced" and expires_at is None:
-            expires_at = now + timedelta(days=principal.soft_bounce_suppress_days)
+        except RuleBroken as exc:
+            raise InvalidInput(str(exc)) from None
         topic_id = await self.topic_id(principal, data.topic)
-        campaign_id = await self._campaign_id(principal, data.campaign)
-        row = await self._pool.fetchrow(
-            self._q.upsert_suppression,
-            principal.tenant_id,
-            data.channel,
-            digest,
-            normalised,
-            topic_id,
-            data.reason,
-            expires_at,
-            campaign_id,
-            data.note,
-            source,
-            principal.actor,
-            now,
-            extra or {},
-            kind,
-            False,
+        campaign_id = await self.campaign_id(principal, data.campaign)
+        intent = SuppressIntent(
+            channel=data.channel,
+            address_hash=digest,
+            address=normalised,
+            topic_id=topic_id,
+            reason=data.reason,
+            expires_at=expires_at,
+            campaign_id=campaign_id,
+            note=data.note,
+            source=source,
+            actor=principal.actor,
+            occurred_at=now,
+            data=extra or {},
+            kind=kind,
         )
-        assert row is not None
+        [outcome] = (await self.writer.apply(principal.tenant_id, [intent])).outcomes
+        assert isinstance(outcome, SuppressOutcome) and outcome.event_id is not None
         metrics.WRITES.labels(kind).inc()
-        await enqueue_effects(self._queue, principal.tenant_id, [row["event_id"]])
         return WriteResult(
             channel=data.channel,
             address=normalised,
-            event_id=row["event_id"],
+            event_id=outcome.event_id,
             topic=data.topic,
-            consents_ended=len(row["consents_ended"]),
+            consents_ended=len(outcome.consents_ended),
         )
 
     async def lift(
@@ -291,7 +296,8 @@ class Recipients:
         """Lift the suppressions at one scope (or only `reason`); complaints and erasures need admin."""
         normalised, digest = self.key(principal, channel, raw_address)
         topic_id = await self.topic_id(principal, topic)
-        async with self._pool.acquire() as conn, conn.transaction():
+
+        async def lift_at_scope(conn: Connection) -> tuple[list[str], list[int]]:
             rows = await conn.fetch(
                 self._q.suppressions_at_scope, principal.tenant_id, channel, digest, topic_id
             )
@@ -305,26 +311,30 @@ class Recipients:
                 raise Forbidden(f"lifting {', '.join(protected)} needs an API key with the admin scope")
             if "erased" in reasons and not note:
                 raise InvalidInput("lifting an erasure needs a reason: pass it as `note`")
-            lifted = await conn.fetch(
-                self._q.delete_suppressions,
-                principal.tenant_id,
-                channel,
-                digest,
-                topic_id,
-                reasons,
-                "api",
-                principal.actor,
-                now,
-                {"note": note} if note else {},
-                None,
-            )
+            intents = [
+                LiftIntent(
+                    channel=channel,
+                    address_hash=digest,
+                    topic_id=topic_id,
+                    reason=r,
+                    source="api",
+                    actor=principal.actor,
+                    occurred_at=now,
+                    data={"note": note} if note else {},
+                )
+                for r in reasons
+            ]
+            applied = await self.writer.apply_in(conn, principal.tenant_id, intents)
+            if "erased" in reasons:
+                await conn.execute(self._q.clear_erasure, principal.tenant_id, channel, digest)
+            return reasons, applied.event_ids
+
+        lifted, event_ids = await self.writer.run(
+            principal.tenant_id, {(channel, digest): None}, lift_at_scope
+        )
         metrics.WRITES.labels("suppression_lifted").inc(len(lifted))
-        await enqueue_effects(
-            self._queue, principal.tenant_id, list(lifted[0]["event_ids"]) if lifted else []
-        )
-        return LiftResult(
-            channel=channel, address=normalised, topic=topic, lifted=[r["reason"] for r in lifted]
-        )
+        await enqueue_effects(self._queue, principal.tenant_id, event_ids)
+        return LiftResult(channel=channel, address=normalised, topic=topic, lifted=lifted)
 
     async def list_suppressions(
         self,
@@ -391,7 +401,7 @@ class Recipients:
             next_cursor=next_cursor,
         )
 
-    async def _campaign_id(self, principal: Principal, name: str | None) -> int | None:
+    async def campaign_id(self, principal: Principal, name: str | None) -> int | None:
         if name is None:
             return None
         campaign_id: int = await self._pool.fetchval(self._q.resolve_campaign, principal.tenant_id, name)
@@ -403,43 +413,43 @@ class Recipients:
         """Record a consent with its evidence; a consent given after an unsubscribe of the same
         scope lifts it (a person-initiated re-opt-in), and nothing else."""
         normalised, digest = self.key(principal, data.channel, data.address)
-        granted_at = data.granted_at or now
-        if granted_at > now + CLOCK_SKEW:
-            raise InvalidInput("granted_at lies in the future")
-        if principal.require_notice_version and not data.notice_version:
-            raise InvalidInput(
-                "this tenant requires notice_version on every consent (what the person was told)"
+        try:
+            granted_at = not_in_future(data.granted_at or now, now, "granted_at")
+            check_consent(
+                notice_version=data.notice_version,
+                evidence=data.evidence,
+                require_notice_version=principal.require_notice_version,
             )
-        if len(_encode(data.evidence)) > MAX_EVIDENCE_BYTES:
-            raise InvalidInput(f"evidence is larger than {MAX_EVIDENCE_BYTES} bytes as JSON")
+        except RuleBroken as exc:
+            raise InvalidInput(str(exc)) from None
         topic_id = await self.topic_id(principal, data.topic)
-        row = await self._pool.fetchrow(
-            self._q.upsert_consent,
-            principal.tenant_id,
-            data.channel,
-            digest,
-            normalised,
-            topic_id,
-            data.partners,
-            data.source,
-            data.notice_version,
-            data.evidence,
-            granted_at,
-            principal.actor,
-            {"recorded_via": "api"},
+        intent = ConsentIntent(
+            channel=data.channel,
+            address_hash=digest,
+            address=normalised,
+            topic_id=topic_id,
+            partners=data.partners,
+            source=data.source,
+            notice_version=data.notice_version,
+            evidence=data.evidence,
+            granted_at=granted_at,
+            actor=principal.actor,
+            data={"recorded_via": "api"},
         )
-        if row is None:
+        [outcome] = (await self.writer.apply(principal.tenant_id, [intent])).outcomes
+        assert isinstance(outcome, ConsentOutcome)
+        if outcome.status == "erased":
             raise Conflict(
                 f"{normalised} was erased; a consent cannot be recorded until an admin lifts the erasure"
             )
+        assert outcome.event_id is not None
         metrics.WRITES.labels("consent_given").inc()
-        await enqueue_effects(self._queue, principal.tenant_id, list(row["event_ids"]))
         return WriteResult(
             channel=data.channel,
             address=normalised,
-            event_id=row["event_id"],
+            event_id=outcome.event_id,
             topic=data.topic,
-            lifted_unsubscribe=row["lifted_unsubscribe"],
+            lifted_unsubscribe=outcome.lift_event_id is not None,
         )
 
     async def withdraw_consent(
@@ -461,9 +471,10 @@ class Recipients:
         self, principal: Principal, data: CustomerEventIn, now: datetime
     ) -> CustomerResult:
         """Apply a purchase or agreement event to a customer and every address linked to it."""
-        at = data.at or now
-        if at > now + CLOCK_SKEW:
-            raise InvalidInput("`at` lies in the future")
+        try:
+            at = not_in_future(data.at or now, now, "`at`")
+        except RuleBroken as exc:
+            raise InvalidInput(str(exc)) from None
         linked: dict[tuple[str, bytes], tuple[str, bool]] = {}
         for item in data.addresses:
             normalised, digest = self.key(principal, item.channel, item.address)
@@ -472,36 +483,28 @@ class Recipients:
                 normalised,
                 item.collected_in_sale or bool(previous and previous[1]),
             )
-        async with self._pool.acquire() as conn, conn.transaction():
-            customer = await conn.fetchrow(
-                self._q.upsert_customer, principal.tenant_id, data.customer_ref, data.event, at
+        intents = [
+            CustomerIntent(
+                customer_ref=data.customer_ref,
+                channel=channel,
+                address_hash=digest,
+                address=normalised,
+                collected_in_sale=collected,
+                event=data.event,
+                at=at,
+                source="api",
+                actor=principal.actor,
             )
-            assert customer is not None
-            linked_row = await conn.fetchrow(
-                self._q.link_customer_address,
-                principal.tenant_id,
-                data.customer_ref,
-                [channel for channel, _ in linked],
-                [digest for _, digest in linked],
-                [normalised for normalised, _ in linked.values()],
-                [collected for _, collected in linked.values()],
-                f"customer_{data.event}",
-                "api",
-                principal.actor,
-                at,
-                {},
-            )
-            await conn.execute(
-                self._q.refresh_customer_relationships, principal.tenant_id, [data.customer_ref]
-            )
+            for (channel, digest), (normalised, collected) in linked.items()
+        ]
+        applied = await self.writer.apply(principal.tenant_id, intents)
         metrics.WRITES.labels(f"customer_{data.event}").inc()
-        assert linked_row is not None
-        await enqueue_effects(self._queue, principal.tenant_id, list(linked_row["event_ids"]))
+        agreement_open, last_purchase_at = applied.customers[data.customer_ref]
         return CustomerResult(
             customer_ref=data.customer_ref,
             event=data.event,
-            agreement_open=customer["agreement_open"],
-            last_purchase_at=customer["last_purchase_at"],
+            agreement_open=agreement_open,
+            last_purchase_at=last_purchase_at,
             addresses=len(linked),
         )
 

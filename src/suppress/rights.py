@@ -13,11 +13,13 @@ import msgspec
 from suppress import metrics
 from suppress.effects import enqueue_effects
 from suppress.errors import NotFound
+from suppress.intents import SuppressIntent
 from suppress.models import Channel, ShortText
 from suppress.queue import Queue
 from suppress.recipients import Inbound, Recipients
 from suppress.sql import Queries
 from suppress.tenants import Principal
+from suppress.writes import Connection, Key
 
 # An access request returns the whole ledger of an address; this many events at the most per page
 # of the underlying query (the export itself is complete).
@@ -74,6 +76,7 @@ class Rights:
         self._q = queries
         self._recipients = recipients
         self._queue = job_queue
+        self._writer = recipients.writer
 
     # -- access ----------------------------------------------------------------------------------
 
@@ -133,13 +136,22 @@ class Rights:
     ) -> RightsResult:
         """Erase one address; its keyed hash stays suppressed as `erased`."""
         normalised, digest = self._recipients.key(principal, channel, raw_address)
-        async with self._pool.acquire() as conn, conn.transaction():
-            event_id = await self._erase(conn, principal, channel, digest, now, normalised)
+
+        async def erase(conn: Connection) -> int:
+            return await self._erase(conn, principal, channel, digest, now, normalised)
+
+        event_id = await self._writer.run(principal.tenant_id, {(channel, digest): None}, erase)
         await enqueue_effects(self._queue, principal.tenant_id, [event_id])
         return RightsResult(channel=channel, event_ids=[event_id], addresses=1)
 
     async def _erase(
-        self, conn: Any, principal: Principal, channel: str, digest: bytes, now: datetime, address: str | None
+        self,
+        conn: Connection,
+        principal: Principal,
+        channel: str,
+        digest: bytes,
+        now: datetime,
+        address: str | None,
     ) -> int:
         row = await conn.fetchrow(
             self._q.erase_recipient, principal.tenant_id, channel, digest, "api", principal.actor, now
@@ -149,14 +161,18 @@ class Rights:
         needle = address.lstrip("+").lower() if address else None
         if needle:
             await conn.execute(self._q.scrub_stored_copies, principal.tenant_id, needle, channel, digest)
-        if row["customers"]:
-            await conn.execute(self._q.refresh_customer_relationships, principal.tenant_id, row["customers"])
         metrics.WRITES.labels("erased").inc()
         return int(row["event_id"])
 
+    async def _customer_keys(self, principal: Principal, customer_ref: str) -> dict[Key, str | None]:
+        """The recipients linked to a customer: the keys a customer-wide write locks."""
+        rows = await self._pool.fetch(self._q.customer_recipients, principal.tenant_id, [customer_ref])
+        return {(r["channel"], r["address_hash"]): None for r in rows}
+
     async def erase_customer(self, principal: Principal, customer_ref: str, now: datetime) -> RightsResult:
         """Erase every address of a customer, then the customer record itself."""
-        async with self._pool.acquire() as conn, conn.transaction():
+
+        async def erase(conn: Connection) -> tuple[list[int], int]:
             links = await conn.fetch(self._q.customer_addresses, principal.tenant_id, customer_ref)
             customer = await conn.fetchrow(self._q.customer_by_ref, principal.tenant_id, customer_ref)
             if customer is None:
@@ -168,8 +184,12 @@ class Rights:
                 for link in links
             ]
             await conn.execute(self._q.delete_customer, principal.tenant_id, customer_ref)
+            return event_ids, len(links)
+
+        keys = await self._customer_keys(principal, customer_ref)
+        event_ids, addresses = await self._writer.run(principal.tenant_id, keys, erase)
         await enqueue_effects(self._queue, principal.tenant_id, event_ids)
-        return RightsResult(customer_ref=customer_ref, event_ids=event_ids, addresses=len(links))
+        return RightsResult(customer_ref=customer_ref, event_ids=event_ids, addresses=addresses)
 
     # -- restriction -----------------------------------------------------------------------------
 
@@ -185,17 +205,21 @@ class Rights:
     ) -> RightsResult:
         """Restrict processing (every send denied `restricted`) or lift the restriction."""
         normalised, digest = self._recipients.key(principal, channel, raw_address)
-        row = await self._pool.fetchrow(
-            self._q.set_restriction,
-            principal.tenant_id,
-            channel,
-            digest,
-            restricted,
-            note,
-            "api",
-            principal.actor,
-            now,
-        )
+
+        async def restrict(conn: Connection) -> Any:
+            return await conn.fetchrow(
+                self._q.set_restriction,
+                principal.tenant_id,
+                channel,
+                digest,
+                restricted,
+                note,
+                "api",
+                principal.actor,
+                now,
+            )
+
+        row = await self._writer.run(principal.tenant_id, {(channel, digest): normalised}, restrict)
         if row is None:
             return RightsResult(channel=channel, address=normalised, changed=False)
         await enqueue_effects(self._queue, principal.tenant_id, [row["event_id"]])
@@ -205,32 +229,25 @@ class Rights:
 
     async def object(self, principal: Principal, customer_ref: str, now: datetime) -> RightsResult:
         """Art. 21 objection: every known address of the customer suppressed on every topic, at once."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            if await conn.fetchrow(self._q.customer_by_ref, principal.tenant_id, customer_ref) is None:
-                raise NotFound(f"no customer {customer_ref!r}")
-            links = await conn.fetch(self._q.customer_addresses, principal.tenant_id, customer_ref)
-            event_ids = []
-            for link in links:
-                row = await conn.fetchrow(
-                    self._q.upsert_suppression,
-                    principal.tenant_id,
-                    link["channel"],
-                    link["address_hash"],
-                    None,
-                    0,
-                    "unsubscribed",
-                    None,
-                    None,
-                    None,
-                    "api",
-                    principal.actor,
-                    now,
-                    {"customer_ref": customer_ref, "via": "objection"},
-                    "objected",
-                    False,
-                )
-                assert row is not None
-                event_ids.append(int(row["event_id"]))
+        if await self._pool.fetchrow(self._q.customer_by_ref, principal.tenant_id, customer_ref) is None:
+            raise NotFound(f"no customer {customer_ref!r}")
+        keys = await self._customer_keys(principal, customer_ref)
+        intents = [
+            SuppressIntent(
+                channel=channel,
+                address_hash=digest,
+                address=None,
+                topic_id=0,
+                reason="unsubscribed",
+                source="api",
+                actor=principal.actor,
+                occurred_at=now,
+                data={"customer_ref": customer_ref, "via": "objection"},
+                kind="objected",
+            )
+            for channel, digest in sorted(keys)
+        ]
+        applied = await self._writer.apply(principal.tenant_id, intents)
+        event_ids = applied.event_ids
         metrics.WRITES.labels("objected").inc(len(event_ids))
-        await enqueue_effects(self._queue, principal.tenant_id, event_ids)
-        return RightsResult(customer_ref=customer_ref, event_ids=event_ids, addresses=len(links))
+        return RightsResult(customer_ref=customer_ref, event_ids=event_ids, addresses=len(keys))

@@ -43,6 +43,7 @@ class Queries:
         "checks",
         "recipients",
         "suppressions",
+        "writes",
         "effects",
         "unsubscribe",
         "webhooks",
@@ -73,13 +74,17 @@ class Queries:
     recipient_state: str
     recipient_events: str
     recipient_details: str
-    upsert_consent: str
-    upsert_customer: str
-    link_customer_address: str
-    refresh_customer_relationships: str
+    # writes.sql
+    lock_recipients: str
+    rewrite_projection: str
+    apply_suppressions: str
+    apply_lifts: str
+    apply_consents: str
+    apply_customer_links: str
+    apply_customers: str
+    customer_recipients: str
     # suppressions.sql
-    upsert_suppression: str
-    delete_suppressions: str
+    clear_erasure: str
     suppressions_at_scope: str
     list_suppressions: str
     expired_suppressions: str
@@ -148,11 +153,6 @@ class Queries:
     release_import: str
     finish_import: str
     stalled_imports: str
-    import_suppressions: str
-    import_consents: str
-    import_customer_links: str
-    import_customers: str
-    refresh_import_customers: str
     # exports.sql
     export_suppressions: str
     # providers.sql

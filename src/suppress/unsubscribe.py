@@ -15,16 +15,17 @@ from typing import Any, Literal
 
 import asyncpg
 import msgspec
-from asyncpg.pool import PoolConnectionProxy
 
 from suppress import queue
 from suppress.db import DATABASE_DOWN
 from suppress.effects import enqueue_effects
 from suppress.errors import Conflict, SuppressError, Unavailable
+from suppress.intents import ConsentIntent, SuppressIntent
 from suppress.models import Channel
 from suppress.policy import RecipientState, active_suppressions
 from suppress.sql import Queries
 from suppress.tokens import InvalidToken, TokenClaims, TokenKeyring
+from suppress.writes import ConsentOutcome, SuppressOutcome, Writer
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +106,7 @@ def mask_address(channel: str, address: str | None) -> str | None:
     return f"{shown}@{domain}"
 
 
-async def apply_order(
-    conn: asyncpg.Connection | asyncpg.Pool | PoolConnectionProxy[Any],
-    queries: Queries,
-    order: UnsubscribeOrder,
-) -> int | None:
+async def apply_order(pool: asyncpg.Pool, queries: Queries, order: UnsubscribeOrder) -> int | None:
     """Write one unsubscribe; returns its event id, or None when it was already in force."""
     data: dict[str, Any] = {
         "token_issued_at": datetime.fromtimestamp(order.token_issued_at, UTC).isoformat(),
@@ -118,26 +115,24 @@ async def apply_order(
         "user_agent": order.user_agent,
         "spooled": order.spooled,
     }
-    row = await conn.fetchrow(
-        queries.upsert_suppression,
-        order.tenant_id,
-        order.channel,
-        order.address_hash,
-        None,  # the token carries no address; the row keeps the one it has
-        order.topic_id,
-        "unsubscribed",
-        None,
-        order.campaign_id,
-        None,
-        order.source,
-        "recipient",
-        order.requested_at,  # the original time, also when applied late from the spool
-        {k: v for k, v in data.items() if v is not None},
-        "unsubscribed",
-        True,  # only if new: repeats write nothing
-        timeout=DATABASE_WAIT,
+    intent = SuppressIntent(
+        channel=order.channel,
+        address_hash=order.address_hash,
+        address=None,  # the token carries no address; the row keeps the one it has
+        topic_id=order.topic_id,
+        reason="unsubscribed",
+        campaign_id=order.campaign_id,
+        source=order.source,
+        actor="recipient",
+        occurred_at=order.requested_at,  # the original time, also when applied late from the spool
+        data={k: v for k, v in data.items() if v is not None},
+        kind="unsubscribed",
+        only_if_new=True,  # repeats write nothing
     )
-    return None if row is None else int(row["event_id"])
+    applied = await Writer(pool, queries).apply(order.tenant_id, [intent], db_timeout=DATABASE_WAIT)
+    [outcome] = applied.outcomes
+    assert isinstance(outcome, SuppressOutcome)
+    return outcome.event_id
 
 
 class Unsubscriber:
@@ -176,8 +171,7 @@ class Unsubscriber:
             user_agent=(evidence.user_agent or "")[:500] or None,
         )
         try:
-            async with self._pool.acquire(timeout=DATABASE_WAIT) as conn:
-                event_id = await apply_order(conn, self._q, order)
+            event_id = await apply_order(self._pool, self._q, order)
         except DATABASE_DOWN as exc:
             log.warning("database unavailable (%s); spooling the unsubscribe", type(exc).__name__)
             return await self._spool(msgspec.structs.replace(order, spooled=True))
@@ -207,30 +201,29 @@ class Unsubscriber:
     ) -> list[int]:
         """A person-initiated re-opt-in from the page (undo, or ticking a topic again): a consent
         at that scope, which lifts an unsubscribe of the same scope. Returns the event ids."""
+        intent = ConsentIntent(
+            channel=claims.channel,
+            address_hash=claims.address_hash,
+            address=None,
+            topic_id=topic_id,
+            source=source,
+            evidence={k: v for k, v in msgspec.to_builtins(evidence).items() if v is not None},
+            granted_at=now,
+            actor="recipient",
+            data={"via": "unsubscribe_page"},
+        )
         try:
-            row = await self._pool.fetchrow(
-                self._q.upsert_consent,
-                claims.tenant_id,
-                claims.channel,
-                claims.address_hash,
-                None,
-                topic_id,
-                False,
-                source,
-                None,
-                {k: v for k, v in msgspec.to_builtins(evidence).items() if v is not None},
-                now,
-                "recipient",
-                {"via": "unsubscribe_page"},
-                timeout=DATABASE_WAIT,
+            applied = await Writer(self._pool, self._q).apply(
+                claims.tenant_id, [intent], db_timeout=DATABASE_WAIT
             )
         except DATABASE_DOWN:
             raise Unavailable("please try again in a minute") from None
-        if row is None:
+        [outcome] = applied.outcomes
+        assert isinstance(outcome, ConsentOutcome)
+        if outcome.status == "erased":
             raise Conflict("this address was erased; it cannot be subscribed again from here")
-        event_ids = list(row["event_ids"])
-        await enqueue_effects(self._queue, claims.tenant_id, event_ids)
-        return event_ids
+        await enqueue_effects(self._queue, claims.tenant_id, applied.event_ids)
+        return applied.event_ids
 
     async def topic_name(self, claims: TokenClaims) -> str | None:
         """The name of the token's topic (None without one, or when the database cannot say)."""

@@ -1,8 +1,7 @@
-"""One batch of an import: records checked the way the API checks them, then written through the
-batched forms of the write statements (events + projection), with the checkpoint, in one transaction.
-
-A batch is split into rounds so that no statement touches one recipient twice (the statements
-rewrite each recipient's projection row once); rounds keep the file's order per recipient.
+"""One batch of an import: each record checked by the rules the API uses (`intents.py`) and planned
+as intents, then applied by the one write path (`writes.Writer`) with the error rows and the
+checkpoint, in one transaction: a killed run resumes without writing a batch twice. The write path
+keeps the file's order per recipient.
 """
 
 from __future__ import annotations
@@ -26,14 +25,21 @@ from suppress.imports.records import (
     RowError,
     SuppressionRecord,
 )
+from suppress.intents import (
+    ConsentIntent,
+    CustomerIntent,
+    Intent,
+    RuleBroken,
+    SuppressIntent,
+    check_consent,
+    not_in_future,
+    suppression_expiry,
+)
 from suppress.models import TopicName
 from suppress.sql import Queries
+from suppress.writes import ConsentOutcome, Writer
 
-# A time "in the future" is a clock or data error; allow a little skew (as the API does).
-CLOCK_SKEW = timedelta(minutes=5)
-MAX_EVIDENCE_BYTES = 16_384
 ERASED = "the address was erased; a consent cannot be recorded until an admin lifts the erasure"
-_encode = msgspec.json.encode
 Connection = asyncpg.Connection | PoolConnectionProxy
 
 
@@ -48,11 +54,13 @@ class BatchCounts(msgspec.Struct, kw_only=True):
 
 
 class PreparedBatch(msgspec.Struct, kw_only=True):
-    """A checked batch: statement rows (ordinal, round key, values), rows in error, rows skipped."""
+    """A checked batch: its intents with the ordinal of the record each came from, the rows in
+    error, and the rows skipped."""
 
     batch: Sequence[Parsed]
     first_ordinal: int
-    rows: list[tuple[int, tuple[Any, ...], tuple[Any, ...]]] = msgspec.field(default_factory=list)
+    intents: list[Intent] = msgspec.field(default_factory=list)
+    ordinals: list[int] = msgspec.field(default_factory=list)
     errors: list[tuple[int, int, str, str]] = msgspec.field(default_factory=list)
     skipped: int = 0
 
@@ -86,9 +94,10 @@ class BatchWriter:
         self._actor = actor
         self._topics: dict[str, int | None] = {}
         self._campaigns: dict[str, int] = {}
+        self._writer = Writer(pool, queries)
 
     async def prepare(self, batch: Sequence[Parsed], first_ordinal: int, now: datetime) -> PreparedBatch:
-        """Check every record of a batch and build its statement rows (no writes yet)."""
+        """Check every record of a batch and plan its intents (no writes yet)."""
         await self._resolve_names(batch)
         prepared = PreparedBatch(batch=batch, first_ordinal=first_ordinal)
         for ordinal, parsed in enumerate(batch, start=first_ordinal):
@@ -96,29 +105,36 @@ class BatchWriter:
                 prepared.errors.append((ordinal, parsed.line, parsed.error or "unreadable", parsed.raw))
                 continue
             try:
-                rows = self._prepare(parsed, ordinal, now)
-            except RowError as exc:
+                intents = self._prepare(parsed, now)
+            except (RowError, RuleBroken) as exc:
                 prepared.errors.append((ordinal, parsed.line, str(exc), _raw(parsed)))
                 continue
-            if not rows:
+            if not intents:
                 prepared.skipped += 1  # e.g. a soft bounce whose suppression period already ran out
                 continue
-            prepared.rows.extend((ordinal, key, values) for key, values in rows)
+            prepared.intents.extend(intents)
+            prepared.ordinals.extend([ordinal] * len(intents))
         return prepared
 
     async def commit(
         self, prepared: PreparedBatch, position: tuple[int, int], token: str, lease: timedelta
     ) -> BatchCounts:
         """Write a prepared batch and move the checkpoint to `position`, in one transaction."""
-        errors = list(prepared.errors)
-        rows = prepared.rows
         counts = BatchCounts(unchanged=prepared.skipped)
-        async with self._pool.acquire() as conn, conn.transaction():
-            written, refused = await self._write_rounds(conn, rows)
+
+        async def write(conn: Connection) -> BatchCounts:
+            errors = list(prepared.errors)
+            applied = await self._writer.apply_in(conn, self._tenant.id, prepared.intents)
+            written: set[int] = set()
+            refused: set[int] = set()
+            for ordinal, outcome in zip(prepared.ordinals, applied.outcomes, strict=True):
+                if isinstance(outcome, ConsentOutcome) and outcome.status == "erased":
+                    refused.add(ordinal)
+                elif getattr(outcome, "event_id", None) is not None:
+                    written.add(ordinal)
             for ordinal in sorted(refused):
                 parsed = prepared.batch[ordinal - prepared.first_ordinal]
                 errors.append((ordinal, parsed.line, ERASED, _raw(parsed)))
-            counts.failed = len(errors)
             if errors:
                 await conn.execute(
                     self._q.add_import_errors,
@@ -129,9 +145,11 @@ class BatchWriter:
                     [e[2] for e in errors],
                     [e[3] for e in errors],
                 )
-            records = {ordinal for ordinal, _, _ in rows} - refused
-            counts.done = len(written)
-            counts.unchanged += len(records) - len(written)
+            done = BatchCounts(
+                done=len(written),
+                unchanged=counts.unchanged + len(set(prepared.ordinals) - refused - written),
+                failed=len(errors),
+            )
             moved = await conn.fetchval(
                 self._q.checkpoint_import,
                 self._tenant.id,
@@ -140,12 +158,18 @@ class BatchWriter:
                 lease,
                 position[0],
                 position[1],
-                counts.done,
-                counts.unchanged,
-                counts.failed,
+                done.done,
+                done.unchanged,
+                done.failed,
             )
             if moved is None:
                 raise LostLease()
+            return done
+
+        addresses: dict[tuple[str, bytes], str | None] = {}
+        for intent in prepared.intents:
+            addresses[(intent.channel, intent.address_hash)] = getattr(intent, "address", None)
+        counts = await self._writer.run(self._tenant.id, addresses, write)
         metrics.WRITES.labels(f"import_{self._options.kind}").inc(counts.done)
         return counts
 
@@ -192,60 +216,52 @@ class BatchWriter:
             raise RowError(f"not a valid {kind}: {raw[:80]!r}")
         return normalised, self._hasher.hash(channel, normalised)
 
-    def _data(self, parsed: Parsed, evidence: dict[str, Any] | None = None) -> str:
+    def _data(self, parsed: Parsed, evidence: dict[str, Any] | None = None) -> dict[str, Any]:
         data: dict[str, Any] = {"import_id": self._import_id, "line": parsed.line}
         if evidence:
             data["evidence"] = evidence
-        return _encode(data).decode()
+        return data
 
-    def _prepare(
-        self, parsed: Parsed, ordinal: int, now: datetime
-    ) -> list[tuple[tuple[Any, ...], tuple[Any, ...]]]:
-        """The statement rows of one record, each with the key that must not repeat in a round."""
+    def _prepare(self, parsed: Parsed, now: datetime) -> list[Intent]:
+        """The intents of one record, checked by the same rules as the API's."""
         record = parsed.record
         if isinstance(record, SuppressionRecord):
-            return self._prepare_suppression(parsed, record, ordinal, now)
+            return self._prepare_suppression(parsed, record, now)
         if isinstance(record, ConsentRecord):
-            return [self._prepare_consent(parsed, record, ordinal, now)]
+            return [self._prepare_consent(parsed, record, now)]
         assert isinstance(record, CustomerRecord)
-        return [self._prepare_customer(parsed, record, ordinal, now)]
+        return [self._prepare_customer(parsed, record, now)]
 
-    def _prepare_suppression(
-        self, parsed: Parsed, record: SuppressionRecord, ordinal: int, now: datetime
-    ) -> list[tuple[tuple[Any, ...], tuple[Any, ...]]]:
+    def _prepare_suppression(self, parsed: Parsed, record: SuppressionRecord, now: datetime) -> list[Intent]:
         normalised, digest = self._key(record.channel, record.address)
-        at = _not_future(record.at or now, now)
+        at = not_in_future(record.at or now, now, "the time")
         topics = self._tag_topics(record) if record.tags else [self._topic_id(record.topic)]
-        if record.reason != "unsubscribed" and topics != [0]:
-            raise RowError("only `unsubscribed` can be limited to a topic")
-        expires_at = record.expires_at
-        if expires_at is not None:
-            if expires_at <= now:
-                raise RowError("expires_at lies in the past")
-            if topics != [0]:
-                raise RowError("an unsubscribe from a topic does not expire; leave out expires_at")
-        if record.reason == "soft_bounced" and expires_at is None:
-            expires_at = at + timedelta(days=self._tenant.soft_bounce_suppress_days)
-            if expires_at <= now:
-                return []
+        expires_at = suppression_expiry(
+            record.reason,
+            topic_given=topics != [0],
+            expires_at=record.expires_at,
+            at=at,
+            now=now,
+            soft_bounce_suppress_days=self._tenant.soft_bounce_suppress_days,
+        )
+        if expires_at is not None and expires_at <= now:
+            return []  # a soft bounce whose suppression period already ran out
         campaign_id = self._campaigns.get(record.campaign) if record.campaign else None
-        data = self._data(parsed, record.evidence)
         return [
-            (
-                (record.channel, digest),
-                (
-                    ordinal,
-                    record.channel,
-                    digest,
-                    normalised,
-                    topic_id,
-                    record.reason,
-                    expires_at,
-                    campaign_id,
-                    record.note,
-                    at,
-                    data,
-                ),
+            SuppressIntent(
+                channel=record.channel,
+                address_hash=digest,
+                address=normalised,
+                topic_id=topic_id,
+                reason=record.reason,
+                expires_at=expires_at,
+                campaign_id=campaign_id,
+                note=record.note,
+                source="import",
+                actor=self._actor,
+                occurred_at=at,
+                data=self._data(parsed, record.evidence),
+                only_if_new=True,
             )
             for topic_id in topics
         ]
@@ -258,106 +274,44 @@ class BatchWriter:
             return [0]
         return sorted({i for i in ids if i is not None})
 
-    def _prepare_consent(
-        self, parsed: Parsed, record: ConsentRecord, ordinal: int, now: datetime
-    ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    def _prepare_consent(self, parsed: Parsed, record: ConsentRecord, now: datetime) -> Intent:
         normalised, digest = self._key(record.channel, record.address)
-        granted_at = _not_future(record.granted_at, now)
-        if self._tenant.require_notice_version and not record.notice_version:
-            raise RowError("this tenant requires notice_version on every consent (what the person was told)")
-        evidence = _encode(record.evidence or {})
-        if len(evidence) > MAX_EVIDENCE_BYTES:
-            raise RowError(f"evidence is larger than {MAX_EVIDENCE_BYTES} bytes as JSON")
-        return (
-            (record.channel, digest),
-            (
-                ordinal,
-                record.channel,
-                digest,
-                normalised,
-                self._topic_id(record.topic),
-                record.partners,
-                record.source or self._options.source or "import",
-                record.notice_version,
-                evidence.decode(),
-                granted_at,
-                _encode(
-                    {"import_id": self._import_id, "line": parsed.line, "recorded_via": "import"}
-                ).decode(),
-            ),
+        granted_at = not_in_future(record.granted_at, now, "granted_at")
+        check_consent(
+            notice_version=record.notice_version,
+            evidence=record.evidence,
+            require_notice_version=self._tenant.require_notice_version,
+        )
+        return ConsentIntent(
+            channel=record.channel,
+            address_hash=digest,
+            address=normalised,
+            topic_id=self._topic_id(record.topic),
+            partners=record.partners,
+            source=record.source or self._options.source or "import",
+            notice_version=record.notice_version,
+            evidence=record.evidence or {},
+            granted_at=granted_at,
+            actor=self._actor,
+            data={"import_id": self._import_id, "line": parsed.line, "recorded_via": "import"},
+            only_if_new=True,
         )
 
-    def _prepare_customer(
-        self, parsed: Parsed, record: CustomerRecord, ordinal: int, now: datetime
-    ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    def _prepare_customer(self, parsed: Parsed, record: CustomerRecord, now: datetime) -> Intent:
         normalised, digest = self._key(record.channel, record.address)
-        return (
-            (record.customer_ref, record.channel, digest),
-            (
-                ordinal,
-                record.customer_ref,
-                record.channel,
-                digest,
-                normalised,
-                record.collected_in_sale,
-                record.event,
-                _not_future(record.at, now),
-                self._data(parsed),
-            ),
+        return CustomerIntent(
+            customer_ref=record.customer_ref,
+            channel=record.channel,
+            address_hash=digest,
+            address=normalised,
+            collected_in_sale=record.collected_in_sale,
+            event=record.event,
+            at=not_in_future(record.at, now, "the time"),
+            source="import",
+            actor=self._actor,
+            data=self._data(parsed),
+            only_if_new=True,
         )
-
-    # -- writes ----------------------------------------------------------------------------------
-
-    async def _write_rounds(
-        self, conn: Connection, rows: list[tuple[int, tuple[Any, ...], tuple[Any, ...]]]
-    ) -> tuple[set[int], set[int]]:
-        """Run the kind's statement once per round; returns the ordinals of the records that wrote
-        and of those refused (a consent for an erased recipient)."""
-        rounds: list[list[tuple[Any, ...]]] = []
-        seen: dict[tuple[Any, ...], int] = {}
-        for _, key, values in rows:
-            index = seen.get(key, 0)
-            seen[key] = index + 1
-            if index == len(rounds):
-                rounds.append([])
-            rounds[index].append(values)
-        kind = self._options.kind
-        written: set[int] = set()
-        refused: set[int] = set()
-        tenant_id = self._tenant.id
-        for statement_rows in rounds:
-            columns = [list(c) for c in zip(*statement_rows, strict=True)]
-            if kind == "suppressions":
-                row = await conn.fetchrow(
-                    self._q.import_suppressions, tenant_id, *columns, "import", self._actor
-                )
-            elif kind == "consents":
-                row = await conn.fetchrow(self._q.import_consents, tenant_id, *columns, self._actor)
-                assert row is not None
-                refused.update(row["erased"])
-            else:
-                row = await conn.fetchrow(
-                    self._q.import_customer_links, tenant_id, *columns, "import", self._actor
-                )
-            assert row is not None
-            written.update(row["written"])
-        if kind == "customers" and rows:
-            refs = [values[1] for _, _, values in rows]
-            await conn.execute(
-                self._q.import_customers,
-                tenant_id,
-                refs,
-                [values[6] for _, _, values in rows],
-                [values[7] for _, _, values in rows],
-            )
-            await conn.execute(self._q.refresh_import_customers, tenant_id, sorted(set(refs)))
-        return written, refused
-
-
-def _not_future(at: datetime, now: datetime) -> datetime:
-    if at > now + CLOCK_SKEW:
-        raise RowError(f"{at.isoformat()} lies in the future")
-    return at
 
 
 def _raw(parsed: Parsed) -> str:

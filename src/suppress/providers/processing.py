@@ -24,6 +24,7 @@ import msgspec
 from suppress.addresses import AddressHasher
 from suppress.db import DATABASE_DOWN
 from suppress.errors import InvalidAddress, SuppressError, Unavailable, UnknownTopic
+from suppress.intents import SoftBounceIntent
 from suppress.models import SuppressionReason
 from suppress.policy import TenantPolicy
 from suppress.providers import mailgun, postmark, sendgrid, ses, twilio, vonage
@@ -34,6 +35,7 @@ from suppress.recipients import ConsentIn, Recipients, SuppressionIn, WriteResul
 from suppress.sms import InboundSmsIn, SmsInbox
 from suppress.sql import Queries
 from suppress.tenants import Principal
+from suppress.writes import SoftBounceOutcome
 
 log = logging.getLogger(__name__)
 
@@ -271,42 +273,36 @@ class ProviderEvents:
         """Count the bounce; at the tenant's threshold within its window, a `soft_bounced`
         suppression until `suppress_days` after the latest bounce."""
         assert change.address is not None
-        _, digest = self._recipients.key(principal, change.channel, change.address)
+        normalised, digest = self._recipients.key(principal, change.channel, change.address)
         # one observation per bounced message: repeated reports of one message count once
         observation = f"{claim['kind']}:{change.message_id}" if change.message_id else f"event:{claim['id']}"
-        row = await self._pool.fetchrow(
-            self._q.record_soft_bounce,
-            principal.tenant_id,
-            change.channel,
-            digest,
-            observation[:400],
-            at,
-            claim["id"],
-        )
-        assert row is not None
-        result: dict[str, Any] = {
-            "result": "counted" if row["added"] else "already_counted",
-            "soft_bounces": row["in_window"],
-            "threshold": row["threshold"],
-        }
-        # a retried event re-checks the threshold: its first attempt may have stopped before the write
-        if row["in_window"] < row["threshold"] or not (row["added"] or claim["attempts"] > 1):
-            return result
-        expires_at = row["latest"] + timedelta(days=row["suppress_days"])
-        if expires_at <= now:  # an old report: the suppression would have run out already
-            return {**result, "result": "counted_expired"}
-        data = SuppressionIn(
+        bounce = SoftBounceIntent(
             channel=change.channel,
-            address=change.address,
-            reason="soft_bounced",
-            expires_at=expires_at,
-            campaign=change.campaign,
+            address_hash=digest,
+            address=normalised,
+            observation_key=observation,
+            observed_at=at,
+            provider_event_id=claim["id"],
+            source=f"provider:{claim['kind']}",
+            actor=principal.actor,
+            now=now,
+            campaign_id=await self._recipients.campaign_id(principal, change.campaign),
+            data=evidence,
+            # a retried event re-checks the threshold: its first attempt may have stopped before the write
+            recheck=claim["attempts"] > 1,
         )
-        extra = {**evidence, "soft_bounces": row["in_window"], "window_days": row["window_days"]}
-        written = await self._recipients.suppress(
-            principal, data, at, source=f"provider:{claim['kind']}", extra=extra
-        )
-        return {**result, "result": "soft_bounced", "event_id": written.event_id}
+        [outcome] = (await self._recipients.writer.apply(principal.tenant_id, [bounce])).outcomes
+        assert isinstance(outcome, SoftBounceOutcome)
+        result: dict[str, Any] = {
+            "result": "counted" if outcome.added else "already_counted",
+            "soft_bounces": outcome.in_window,
+            "threshold": outcome.threshold,
+        }
+        if outcome.expired:
+            return {**result, "result": "counted_expired"}
+        if outcome.event_id is None:
+            return result
+        return {**result, "result": "soft_bounced", "event_id": outcome.event_id}
 
     async def _sms(
         self, principal: Principal, change: Change, evidence: dict[str, Any], at: datetime

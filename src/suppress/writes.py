@@ -1,0 +1,400 @@
+"""The one write path: intents applied set-based, serialised per recipient, retried on deadlock.
+
+`Writer.apply()` takes a list of intents (`intents.py`), and in one transaction:
+1. locks every recipient they touch, in (channel, hash) order (`lock_recipients`), so concurrent
+   batches never interleave on one recipient and never wait on each other in a cycle;
+2. applies them in rounds — round k holds the k-th intent of each recipient, so per recipient the
+   intents apply in the order given — one set-based statement per intent kind and round;
+3. rewrites the projection of every touched recipient once (`rewrite_projection`).
+A deadlock or serialization failure that still happens (e.g. on a customer row) rolls the
+transaction back and runs it again; the caller never sees it. `Writer.run()` gives the same locked,
+retried transaction to writes that have their own statements (erasure, restriction).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import asyncpg
+import msgspec
+from asyncpg.pool import PoolConnectionProxy
+
+from suppress.effects import enqueue_effects
+from suppress.intents import (
+    ConsentIntent,
+    CustomerIntent,
+    Intent,
+    LiftIntent,
+    SoftBounceIntent,
+    SuppressIntent,
+    recipient_key,
+)
+from suppress.queue import Queue
+from suppress.sql import Queries
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Connection = asyncpg.Connection | PoolConnectionProxy
+Key = tuple[str, bytes]
+
+#: Failures that only mean "two transactions met": run the whole transaction again.
+CONFLICTS: tuple[type[Exception], ...] = (
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+)
+ATTEMPTS = 8
+_json = msgspec.json.encode
+
+
+class SuppressOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    event_id: int | None  # None: already in force, nothing written
+    consents_ended: list[int] = msgspec.field(default_factory=list)
+
+
+class LiftOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    event_id: int | None  # None: nothing to lift
+
+
+class ConsentOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    status: str  # written, unchanged (already recorded), erased (refused)
+    event_id: int | None = None
+    lift_event_id: int | None = None  # the unsubscribe it lifted
+
+
+class CustomerOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    event_id: int | None  # None: the link changed nothing
+
+
+class SoftBounceOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    added: bool  # counted now (False: this message was counted before)
+    in_window: int
+    threshold: int
+    window_days: int
+    expired: bool = False  # at the threshold, but the suppression would already have run out
+    event_id: int | None = None  # the soft_bounced suppression it wrote
+
+
+Outcome = SuppressOutcome | LiftOutcome | ConsentOutcome | CustomerOutcome | SoftBounceOutcome
+
+
+class Applied(msgspec.Struct, kw_only=True):
+    """What a list of intents did: one outcome per intent (in order), the customers' state after
+    customer intents, and every event appended."""
+
+    outcomes: list[Outcome]
+    customers: dict[str, tuple[bool, Any]] = msgspec.field(default_factory=dict)
+    event_ids: list[int] = msgspec.field(default_factory=list)
+
+
+class Writer:
+    """Applies intents for one service process; bound to a pool, the queries and the job queue."""
+
+    def __init__(self, pool: asyncpg.Pool, queries: Queries, job_queue: Queue | None = None) -> None:
+        self._pool = pool
+        self._q = queries
+        self._queue = job_queue
+
+    async def apply(
+        self, tenant_id: int, intents: Sequence[Intent], *, db_timeout: float | None = None
+    ) -> Applied:
+        """Apply the intents (see the module docstring); their effects are enqueued after commit."""
+        if not intents:
+            return Applied(outcomes=[])
+        addresses = _addresses(intents)
+
+        async def body(conn: Connection) -> Applied:
+            return await self.apply_in(conn, tenant_id, intents)
+
+        applied = await self.run(tenant_id, addresses, body, db_timeout=db_timeout)
+        await enqueue_effects(self._queue, tenant_id, applied.event_ids)
+        return applied
+
+    async def run(
+        self,
+        tenant_id: int,
+        addresses: dict[Key, str | None],
+        body: Callable[[Connection], Awaitable[T]],
+        *,
+        db_timeout: float | None = None,
+    ) -> T:
+        """Run `body` in one transaction that holds the recipients' locks, then rewrite their
+        projection; run it all again after a deadlock or serialization failure."""
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                async with self._pool.acquire(timeout=db_timeout) as conn, conn.transaction():
+                    await lock(conn, self._q, tenant_id, addresses, db_timeout=db_timeout)
+                    result = await body(conn)
+                    await rewrite(conn, self._q, tenant_id, addresses, db_timeout=db_timeout)
+                    return result
+            except CONFLICTS as exc:
+                if attempt == ATTEMPTS:
+                    raise
+                delay = min(0.5, 0.005 * 2**attempt) * (0.5 + random.random())  # noqa: S311
+                log.warning("write conflict (%s), attempt %d; retrying", type(exc).__name__, attempt)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def apply_in(self, conn: Connection, tenant_id: int, intents: Sequence[Intent]) -> Applied:
+        """Apply intents inside a transaction that already holds their recipients' locks (the
+        caller rewrites the projection afterwards)."""
+        applied = Applied(outcomes=[SuppressOutcome(event_id=None)] * len(intents))
+        for round_ in _rounds(intents):
+            await self._apply_round(conn, tenant_id, intents, round_, applied)
+        return applied
+
+    async def _apply_round(
+        self,
+        conn: Connection,
+        tenant_id: int,
+        intents: Sequence[Intent],
+        round_: list[int],
+        applied: Applied,
+    ) -> None:
+        by_kind: dict[type, list[int]] = {}
+        for n in round_:
+            by_kind.setdefault(type(intents[n]), []).append(n)
+        for n in by_kind.get(SoftBounceIntent, []):
+            bounce = intents[n]
+            assert isinstance(bounce, SoftBounceIntent)
+            applied.outcomes[n] = await self._soft_bounce(conn, tenant_id, bounce, applied)
+        if numbers := by_kind.get(SuppressIntent):
+            picked = [(n, intents[n]) for n in numbers]
+            for n, outcome in (await self._suppress(conn, tenant_id, picked)).items():
+                applied.outcomes[n] = outcome
+                if outcome.event_id is not None:
+                    applied.event_ids.append(outcome.event_id)
+        if numbers := by_kind.get(LiftIntent):
+            await self._lift(conn, tenant_id, [(n, intents[n]) for n in numbers], applied)
+        if numbers := by_kind.get(ConsentIntent):
+            await self._consent(conn, tenant_id, [(n, intents[n]) for n in numbers], applied)
+        if numbers := by_kind.get(CustomerIntent):
+            await self._customer(conn, tenant_id, [(n, intents[n]) for n in numbers], applied)
+
+    # -- one statement per intent kind and round ---------------------------------------------------
+
+    async def _suppress(
+        self, conn: Connection, tenant_id: int, picked: list[tuple[int, Any]]
+    ) -> dict[int, SuppressOutcome]:
+        rows = [(n, i) for n, i in picked]
+        result = await conn.fetch(
+            self._q.apply_suppressions,
+            tenant_id,
+            [n for n, _ in rows],
+            [i.channel for _, i in rows],
+            [i.address_hash for _, i in rows],
+            [i.topic_id for _, i in rows],
+            [i.reason for _, i in rows],
+            [i.expires_at for _, i in rows],
+            [i.campaign_id for _, i in rows],
+            [i.note for _, i in rows],
+            [i.source for _, i in rows],
+            [i.actor for _, i in rows],
+            [i.occurred_at for _, i in rows],
+            [_json(i.data).decode() for _, i in rows],
+            [i.kind for _, i in rows],
+            [i.only_if_new for _, i in rows],
+        )
+        outcomes = {n: SuppressOutcome(event_id=None) for n, _ in rows}
+        for r in result:
+            outcomes[r["n"]] = SuppressOutcome(
+                event_id=r["event_id"], consents_ended=list(r["consents_ended"])
+            )
+        return outcomes
+
+    async def _lift(
+        self, conn: Connection, tenant_id: int, picked: list[tuple[int, Any]], applied: Applied
+    ) -> None:
+        result = await conn.fetch(
+            self._q.apply_lifts,
+            tenant_id,
+            [n for n, _ in picked],
+            [i.channel for _, i in picked],
+            [i.address_hash for _, i in picked],
+            [i.topic_id for _, i in picked],
+            [i.reason for _, i in picked],
+            [i.expired_by for _, i in picked],
+            [i.source for _, i in picked],
+            [i.actor for _, i in picked],
+            [i.occurred_at for _, i in picked],
+            [_json(i.data).decode() for _, i in picked],
+        )
+        for n, _ in picked:
+            applied.outcomes[n] = LiftOutcome(event_id=None)
+        for r in result:
+            applied.outcomes[r["n"]] = LiftOutcome(event_id=r["event_id"])
+            applied.event_ids.append(r["event_id"])
+
+    async def _consent(
+        self, conn: Connection, tenant_id: int, picked: list[tuple[int, Any]], applied: Applied
+    ) -> None:
+        result = await conn.fetch(
+            self._q.apply_consents,
+            tenant_id,
+            [n for n, _ in picked],
+            [i.channel for _, i in picked],
+            [i.address_hash for _, i in picked],
+            [i.topic_id for _, i in picked],
+            [i.partners for _, i in picked],
+            [i.source for _, i in picked],
+            [i.notice_version for _, i in picked],
+            [_json(i.evidence).decode() for _, i in picked],
+            [i.granted_at for _, i in picked],
+            [i.actor for _, i in picked],
+            [_json(i.data).decode() for _, i in picked],
+            [i.only_if_new for _, i in picked],
+        )
+        for r in result:
+            applied.outcomes[r["n"]] = ConsentOutcome(
+                status=r["status"], event_id=r["event_id"], lift_event_id=r["lift_event_id"]
+            )
+            applied.event_ids.extend(e for e in (r["event_id"], r["lift_event_id"]) if e is not None)
+
+    async def _customer(
+        self, conn: Connection, tenant_id: int, picked: list[tuple[int, Any]], applied: Applied
+    ) -> None:
+        result = await conn.fetch(
+            self._q.apply_customer_links,
+            tenant_id,
+            [n for n, _ in picked],
+            [i.customer_ref for _, i in picked],
+            [i.channel for _, i in picked],
+            [i.address_hash for _, i in picked],
+            [i.collected_in_sale for _, i in picked],
+            [i.event for _, i in picked],
+            [i.at for _, i in picked],
+            [i.source for _, i in picked],
+            [i.actor for _, i in picked],
+            [_json(i.data).decode() for _, i in picked],
+            [i.only_if_new for _, i in picked],
+        )
+        for n, _ in picked:
+            applied.outcomes[n] = CustomerOutcome(event_id=None)
+        for r in result:
+            applied.outcomes[r["n"]] = CustomerOutcome(event_id=r["event_id"])
+            applied.event_ids.append(r["event_id"])
+        # every event moves its customer (a known link can still carry a later purchase time)
+        customers = await conn.fetch(
+            self._q.apply_customers,
+            tenant_id,
+            [i.customer_ref for _, i in picked],
+            [i.event for _, i in picked],
+            [i.at for _, i in picked],
+        )
+        for c in customers:
+            applied.customers[c["customer_ref"]] = (c["agreement_open"], c["last_purchase_at"])
+
+    async def _soft_bounce(
+        self, conn: Connection, tenant_id: int, bounce: SoftBounceIntent, applied: Applied
+    ) -> SoftBounceOutcome:
+        # counted under the recipient's lock: concurrent bounces of one recipient each see the others
+        row = await conn.fetchrow(
+            self._q.record_soft_bounce,
+            tenant_id,
+            bounce.channel,
+            bounce.address_hash,
+            bounce.observation_key[:400],
+            bounce.observed_at,
+            bounce.provider_event_id,
+        )
+        assert row is not None
+        outcome = SoftBounceOutcome(
+            added=row["added"],
+            in_window=row["in_window"],
+            threshold=row["threshold"],
+            window_days=row["window_days"],
+        )
+        if row["in_window"] < row["threshold"] or not (row["added"] or bounce.recheck):
+            return outcome
+        expires_at = row["latest"] + timedelta(days=row["suppress_days"])
+        if expires_at <= bounce.now:  # an old report: the suppression would have run out already
+            return msgspec.structs.replace(outcome, expired=True)
+        suppress = SuppressIntent(
+            channel=bounce.channel,
+            address_hash=bounce.address_hash,
+            address=bounce.address,
+            topic_id=0,
+            reason="soft_bounced",
+            occurred_at=bounce.observed_at,
+            source=bounce.source,
+            actor=bounce.actor,
+            expires_at=expires_at,
+            campaign_id=bounce.campaign_id,
+            data={**bounce.data, "soft_bounces": row["in_window"], "window_days": row["window_days"]},
+        )
+        written = (await self._suppress(conn, tenant_id, [(0, suppress)]))[0]
+        if written.event_id is not None:
+            applied.event_ids.append(written.event_id)
+        return msgspec.structs.replace(outcome, event_id=written.event_id)
+
+
+# -- locking and the projection ---------------------------------------------------------------------
+
+
+async def lock(
+    conn: Connection,
+    queries: Queries,
+    tenant_id: int,
+    addresses: dict[Key, str | None],
+    *,
+    db_timeout: float | None = None,
+) -> None:
+    """Lock the recipients' rows in key order (creating missing ones)."""
+    keys = sorted(addresses)
+    await conn.execute(
+        queries.lock_recipients,
+        tenant_id,
+        [c for c, _ in keys],
+        [h for _, h in keys],
+        [addresses[k] for k in keys],
+        timeout=db_timeout,
+    )
+
+
+async def rewrite(
+    conn: Connection,
+    queries: Queries,
+    tenant_id: int,
+    keys: Iterable[Key],
+    *,
+    db_timeout: float | None = None,
+) -> None:
+    """Rewrite the projection of these recipients from their suppressions, consents and links."""
+    ordered = sorted(keys)
+    await conn.execute(
+        queries.rewrite_projection,
+        tenant_id,
+        [c for c, _ in ordered],
+        [h for _, h in ordered],
+        timeout=db_timeout,
+    )
+
+
+def _addresses(intents: Sequence[Intent]) -> dict[Key, str | None]:
+    """Every recipient the intents touch, with the address to store (the last one given)."""
+    addresses: dict[Key, str | None] = {}
+    for intent in intents:
+        key = recipient_key(intent)
+        address = getattr(intent, "address", None)
+        if address is not None or key not in addresses:
+            addresses[key] = address
+    return addresses
+
+
+def _rounds(intents: Sequence[Intent]) -> list[list[int]]:
+    """Intent numbers in rounds: round k holds the k-th intent of each recipient."""
+    rounds: list[list[int]] = []
+    seen: dict[Key, int] = {}
+    for n, intent in enumerate(intents):
+        key = recipient_key(intent)
+        index = seen.get(key, 0)
+        seen[key] = index + 1
+        if index == len(rounds):
+            rounds.append([])
+        rounds[index].append(n)
+    return rounds
