@@ -20,7 +20,9 @@ from litestar.testing import AsyncTestClient
 from workers.providers import prune_provider_records, sweep_provider_events
 from workers.settings import WorkerSettings, shutdown, startup
 
-from suppress.config import Settings
+from suppress.addresses import AddressHasher
+from suppress.config import DerivedKeys, Settings
+from suppress.db import create_pool as create_db_pool
 from suppress.providers import mailgun, postmark, processing, sendgrid, ses, twilio, vonage
 from suppress.providers.inbox import events_job_id
 from suppress.providers.model import Change, ProviderSettings
@@ -330,6 +332,47 @@ async def soft_bounce(
         message["bounce"]["timestamp"] = at.isoformat()
     response = await client.post(inbound_path(provider), content=sns.sign(sns_notification(message)))
     assert response.status_code == 200, response.text
+
+
+async def test_soft_bounces_processed_at_once_by_several_workers_are_counted_exactly(
+    pclient: Client,
+    tenant: Tenant,
+    db: asyncpg.Connection,
+    sns: SnsSigner,
+    settings: Settings,
+    queries: Queries,
+) -> None:
+    """Three bounces of one recipient processed at the same moment each used to count only what its
+    own snapshot saw, so some recipients with three bounces in the window were never suppressed."""
+    provider = await configure(pclient, tenant, {"kind": "ses", "topic_arns": [SES_ARN]})
+    people = [f"race{i}@example.no" for i in range(20)]
+    for address in people:
+        await consent(pclient, tenant, address)
+        for n in range(3):
+            await soft_bounce(pclient, provider, sns, address, message_id=f"{address}-{n}")
+    pending = [
+        r["id"] for r in await db.fetch("SELECT id FROM provider_events WHERE tenant_id = $1", tenant.id)
+    ]
+    pool = await create_db_pool(settings.require_database_url(), size=12)
+    try:
+        hasher = AddressHasher(DerivedKeys.from_settings(settings).address_hash_key)
+        workers = [ProviderEvents(pool, queries, hasher, None, None) for _ in range(3)]
+        # the three bounces of each recipient go to three workers at the same moment
+        outcomes = await asyncio.gather(
+            *(
+                workers[n % 3].process(tenant.id, event_id, datetime.now(UTC))
+                for n, event_id in enumerate(pending)
+            )
+        )
+    finally:
+        await pool.close()
+    assert set(outcomes) == {"processed"}
+    suppressed = [a for a in people if (await decision(pclient, tenant, a))[2] == "soft_bounced"]
+    assert suppressed == people
+    counted = await db.fetchval(
+        "SELECT count(*) FROM events WHERE tenant_id = $1 AND data->>'reason' = 'soft_bounced'", tenant.id
+    )
+    assert counted == len(people)  # one suppression each, written by the bounce that reached three
 
 
 async def test_three_soft_bounces_within_the_window_suppress_for_thirty_days(
