@@ -557,3 +557,57 @@ async def test_cli_seal_head_and_verify_exit_codes(
     broken = _cli("ledger", "verify", "--tenant", tenant.name, database_url=database_url)
     event_id = await db.fetchval(f"SELECT id FROM events WHERE {FIRST}", tenant.id)
     assert broken.returncode == 1 and f"event {event_id} (checkpoint 1)" in broken.stderr, broken
+
+
+async def test_an_existing_chained_ledger_migrates_and_stays_verifiable(
+    server_database_url: str, queries: Queries, tmp_path: Path
+) -> None:
+    from suppress.migrate import migrate, migration_files
+
+    name = f"suppress_ledger_migration_{os.getpid()}"
+    admin = await asyncpg.connect(server_database_url)
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = server_database_url.rsplit("/", 1)[0] + "/" + name
+    conn = await asyncpg.connect(url)
+    try:
+        before = tmp_path / "before"
+        before.mkdir()
+        for version, _, path in migration_files():
+            if version < 8:
+                (before / path.name).write_text(path.read_text())
+        await migrate(conn, before)
+        tenant_id = await conn.fetchval("INSERT INTO tenants (name) VALUES ('old') RETURNING id")
+        for i in range(20):  # chained by the 0004 trigger, personal keys split off by it
+            await conn.execute(
+                """INSERT INTO events (tenant_id, channel, address_hash, kind, source, occurred_at, data)
+                   VALUES ($1, 'email', sha256(int4send($2)), 'consent_given', 'api', now(), $3)""",
+                tenant_id,
+                i,
+                json.dumps({"ip": f"192.0.2.{i}", "topic": i}),
+            )
+        await migrate(conn)
+        old = await verify_ledger(conn, queries, tenant_id, key=KEY)
+        assert old.ok and old.legacy_events == 20 and old.unsealed == 20 and old.checkpoints == 0, old
+        [first] = await seal_tenant(conn, queries, KEY, tenant_id)
+        assert first.checkpoint.tree_size == 20
+        await conn.execute(
+            """INSERT INTO events (tenant_id, channel, address_hash, kind, source, occurred_at, data)
+               VALUES ($1, 'email', '\\x01', 'unsubscribed', 'one_click', now(), '{"ip": "192.0.2.99"}')""",
+            tenant_id,
+        )
+        [second] = await seal_tenant(conn, queries, KEY, tenant_id)
+        assert second.checkpoint.previous == first.checkpoint.hash
+        sealed = await verify_ledger(conn, queries, tenant_id, key=KEY)
+        assert sealed.ok and sealed.events == 21 and sealed.legacy_events == 20 and sealed.unsealed == 0, (
+            sealed
+        )
+        # an old event altered now breaks both its legacy chain and its checkpoint
+        victim = await conn.fetchval("SELECT min(id) FROM events WHERE tenant_id = $1", tenant_id)
+        await conn.execute("UPDATE events SET source = 'import' WHERE id = $1", victim)
+        broken = await verify_ledger(conn, queries, tenant_id, key=KEY)
+        assert not broken.ok and broken.first_bad_event == victim, broken
+    finally:
+        await conn.close()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
