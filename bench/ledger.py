@@ -1,13 +1,15 @@
-"""Ledger append cost: concurrent unsubscribes with the hash chain, against the same writes with the
-chain trigger switched off, in one run on one database.
+"""Ledger cost under write load: 16 concurrent writers with the sealer running vs not, and how long
+an event waits to be sealed, in one run on one database.
 
-    uv run python bench/ledger.py [--quick] [--writers 16] [--appends 4000] [--runs 5]
+    uv run python bench/ledger.py [--quick] [--writers 16] [--seconds 8] [--runs 5] [--tenants 1]
 
 Each append is the real write (`upsert_suppression`: event + suppression + projection) from
-`--writers` concurrent connections. The chain serialises appends *per tenant* (a row lock on its
-ledger head), so it is measured for one tenant (worst case: every writer contends) and for many
-tenants (writers spread over 16 tenants). Uses its own database `suppress_bench_ledger` on
-SUPPRESS_BENCH_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/postgres); never `test`.
+`--writers` concurrent connections, for `--seconds` per run. "Sealing on" runs the sealer the way a
+worker does (`seal_all` once a second, in a process of its own); "off" runs nothing else — the
+baseline, measured in the same run, interleaved with "on" so drift hits both alike. Seal delay is,
+per event written while sealing is on, its checkpoint's `created_at` minus its `recorded_at`.
+Uses its own database `suppress_bench_ledger` on SUPPRESS_BENCH_DATABASE_URL (default
+postgresql://postgres@127.0.0.1:5432/postgres); never `test`.
 """
 
 from __future__ import annotations
@@ -20,17 +22,21 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from suppress.addresses import AddressHasher
 from suppress.db import create_pool
+from suppress.ledger import ledger_key
 from suppress.migrate import migrate
+from suppress.sealer import seal_all
 from suppress.sql import load_queries
 
 DATABASE = "suppress_bench_ledger"
 RESULTS = Path(__file__).resolve().parent / "results" / "ledger.md"
+SECRET = "suppress-bench-only-secret-0123456789abcdef0123456789abcdef"
 
 
 def _dsn(admin: str, database: str) -> str:
@@ -55,17 +61,31 @@ async def prepare(admin_dsn: str, tenants: int) -> str:
     return dsn
 
 
-async def run_once(pool: asyncpg.Pool, writers: int, appends: int, tenants: int, run: int) -> float:
-    """Appends per second for one run; every append is a first-time unsubscribe of a new address."""
+async def sealer_loop(dsn: str) -> None:
+    """What the worker's cron does: seal every tenant at the start of each second, until killed."""
+    pool = await create_pool(dsn, size=1)
+    queries, key = load_queries(), ledger_key(SECRET)
+    while True:
+        await seal_all(pool, queries, key)
+        await asyncio.sleep(1 - time.time() % 1)
+
+
+async def write_for(
+    pool: asyncpg.Pool, writers: int, seconds: float, tenants: int, run: str
+) -> tuple[float, int, int]:
+    """Appends per second over `seconds`; also the first and last event id written."""
     queries = load_queries()
     hasher = AddressHasher(b"k" * 32)
     tenant_ids = [r["id"] for r in await pool.fetch("SELECT id FROM tenants ORDER BY id LIMIT $1", tenants)]
-    per_writer = appends // writers
+    first = await pool.fetchval("SELECT coalesce(max(id), 0) FROM events")
     now = datetime.now(UTC)
+    deadline = time.perf_counter() + seconds
+    counts = [0] * writers
 
     async def writer(w: int) -> None:
-        for i in range(per_writer):
-            address = f"r{run}-w{w}-{i}@example.no"
+        i = 0
+        while time.perf_counter() < deadline:
+            address = f"{run}-w{w}-{i}@example.no"
             await pool.execute(
                 queries.upsert_suppression,
                 tenant_ids[(w + i) % len(tenant_ids)],
@@ -84,67 +104,127 @@ async def run_once(pool: asyncpg.Pool, writers: int, appends: int, tenants: int,
                 "unsubscribed",
                 True,
             )
+            i += 1
+        counts[w] = i
 
     started = time.perf_counter()
     await asyncio.gather(*(writer(w) for w in range(writers)))
-    return per_writer * writers / (time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    last = await pool.fetchval("SELECT coalesce(max(id), 0) FROM events")
+    return sum(counts) / elapsed, first, last
 
 
-async def measure(dsn: str, args: argparse.Namespace) -> list[tuple[str, float, float]]:
-    rows = []
-    pool = await create_pool(dsn, size=args.writers)
+async def seal_delays(pool: asyncpg.Pool, first: int, last: int) -> list[float]:
+    """Seconds from recorded_at to the sealing checkpoint's created_at, per event in (first, last]."""
+    for _ in range(30):  # the sealer finishes the run's tail within a second or two
+        if not await pool.fetchval(
+            "SELECT count(*) FROM events WHERE id > $1 AND id <= $2 AND checkpoint_seq IS NULL", first, last
+        ):
+            break
+        await asyncio.sleep(0.5)
+    rows = await pool.fetch(
+        """SELECT extract(epoch FROM c.created_at - e.recorded_at)::float8 AS delay
+           FROM events e JOIN ledger_checkpoints c ON c.tenant_id = e.tenant_id AND c.seq = e.checkpoint_seq
+           WHERE e.id > $1 AND e.id <= $2""",
+        first,
+        last,
+    )
+    return [r["delay"] for r in rows]
+
+
+def _p(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def measure(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
+    pool = await create_pool(dsn, size=args.writers + 1)
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    p99s: list[float] = []
+    maxima: list[float] = []
     try:
-        for tenants in (1, 16):
-            rates: dict[bool, list[float]] = {True: [], False: []}
-            for run in range(args.runs):
-                for chained in (True, False):  # interleaved so drift hits both alike
-                    switch = "ENABLE" if chained else "DISABLE"
-                    await pool.execute(f"ALTER TABLE events {switch} TRIGGER events_ledger_append")
-                    if not chained:  # without the trigger nothing fills the chain columns
-                        await pool.execute(
-                            "ALTER TABLE events ALTER COLUMN lane DROP NOT NULL, "
-                            "ALTER COLUMN seq DROP NOT NULL, "
-                            "ALTER COLUMN personal_hash DROP NOT NULL, ALTER COLUMN prev_hash DROP NOT NULL, "
-                            "ALTER COLUMN hash DROP NOT NULL"
-                        )
-                    tag = run * 2 + (0 if chained else 1) + tenants * 1000
-                    rates[chained].append(await run_once(pool, args.writers, args.appends, tenants, tag))
-            await pool.execute("ALTER TABLE events ENABLE TRIGGER events_ledger_append")
-            with_chain, without = statistics.median(rates[True]), statistics.median(rates[False])
-            rows.append((f"{tenants} tenant(s), {args.writers} writers", with_chain, without))
+        for run in range(args.runs):
+            for sealing in (run % 2 == 0, run % 2 != 0):  # alternate which goes first
+                sealer = None
+                if sealing:
+                    sealer = await asyncio.create_subprocess_exec(
+                        sys.executable, __file__, "--sealer", dsn, stdout=asyncio.subprocess.DEVNULL
+                    )
+                    await asyncio.sleep(1.5)  # seal the backlog of the previous "off" run first
+                try:
+                    rate, first, last = await write_for(
+                        pool, args.writers, args.seconds, args.tenants, f"r{run}{'s' if sealing else 'n'}"
+                    )
+                    rates[sealing].append(rate)
+                    if sealing:
+                        delays = await seal_delays(pool, first, last)
+                        p99s.append(_p(delays, 0.99))
+                        maxima.append(max(delays))
+                finally:
+                    if sealer is not None:
+                        sealer.terminate()
+                        await sealer.wait()
+        # the sealer alone: a backlog written with sealing off, then sealed in one go
+        _, first, last = await write_for(pool, args.writers, args.seconds, args.tenants, "backlog")
+        started = time.perf_counter()
+        await seal_all(pool, load_queries(), ledger_key(SECRET))
+        seal_rate = (last - first) / (time.perf_counter() - started)
     finally:
         await pool.close()
-    return rows
+    on, off = statistics.median(rates[True]), statistics.median(rates[False])
+    return {
+        "seal_rate": seal_rate,
+        "on": on,
+        "off": off,
+        "ratio": on / off,
+        "p99": statistics.median(p99s),
+        "max": max(maxima),
+        "rates_on": rates[True],
+        "rates_off": rates[False],
+        "p99s": p99s,
+    }
 
 
-def render(rows: list[tuple[str, float, float]], args: argparse.Namespace) -> str:
-    lines = [
-        f"Median of {args.runs} runs, {args.appends} appends per run (each a first-time unsubscribe: event + "
-        "suppression + projection), `uv run python bench/ledger.py"
-        + (" --quick" if args.quick else "")
-        + "`.",
-        "",
-        "| load | with hash chain (appends/s) | chain trigger off (appends/s) | ratio |",
-        "|---|---:|---:|---:|",
-    ]
-    for label, with_chain, without in rows:
-        lines.append(f"| {label} | {with_chain:,.0f} | {without:,.0f} | {with_chain / without:.2f} |")
-    return "\n".join(lines)
+def render(result: dict[str, Any], args: argparse.Namespace) -> str:
+    command = "uv run python bench/ledger.py" + (" --quick" if args.quick else "")
+    on, off, ratio = result["on"], result["off"], result["ratio"]
+    return "\n".join(
+        [
+            f"{args.writers} writers, {args.tenants} tenant(s), {args.seconds:g} s per run, median of "
+            f"{args.runs} runs each (`{command}`). Each append is a first-time unsubscribe "
+            "(event + suppression + projection).",
+            "",
+            "| sealer | appends/s | ratio | seal delay p99 (median of runs) | worst delay |",
+            "|---|---:|---:|---:|---:|",
+            f"| off (baseline) | {off:,.0f} | 1.00 | — | — |",
+            f"| on, once a second | {on:,.0f} | {ratio:.2f} | {result['p99']:.2f} s "
+            f"| {result['max']:.2f} s |",
+            "",
+            f"One sealer alone seals a backlog at {result['seal_rate']:,.0f} events/s.",
+            f"runs on: {', '.join(f'{r:,.0f}' for r in result['rates_on'])}; "
+            f"off: {', '.join(f'{r:,.0f}' for r in result['rates_off'])}; "
+            f"p99 per run: {', '.join(f'{d:.2f}' for d in result['p99s'])} s",
+        ]
+    )
 
 
 def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--sealer":
+        asyncio.run(sealer_loop(sys.argv[2]))
+        return 0
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--writers", type=int, default=16)
-    parser.add_argument("--appends", type=int, default=4000)
+    parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--tenants", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     args = parser.parse_args()
     if args.quick:
-        args.appends, args.runs = 400, 1
+        args.seconds, args.runs = 3.0, 1
     admin = os.environ.get("SUPPRESS_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    dsn = asyncio.run(prepare(admin, 16))
+    dsn = asyncio.run(prepare(admin, args.tenants))
     table = render(asyncio.run(measure(dsn, args)), args)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(table + "\n")

@@ -32,10 +32,10 @@ SELECT id, url, events, created_at, disabled_at FROM disabled;
 -- name: list_webhook_deliveries
 -- One page of a webhook's deliveries, newest first, each with its attempts in order. $3 status
 -- (optional), $4 the cursor: deliveries older than this id (NULL = first page), $5 page size.
-SELECT d.id, d.event_id, e.kind, d.status, d.created_at, d.next_attempt_at, d.finished_at,
+SELECT d.id, d.event_id, d.checkpoint_seq, coalesce(e.kind, 'ledger.checkpoint') AS kind, d.status, d.created_at, d.next_attempt_at, d.finished_at,
        COALESCE(a.attempts, '[]'::jsonb) AS attempts
 FROM webhook_deliveries d
-JOIN events e ON e.tenant_id = d.tenant_id AND e.id = d.event_id
+LEFT JOIN events e ON e.tenant_id = d.tenant_id AND e.id = d.event_id
 LEFT JOIN LATERAL (
     SELECT jsonb_agg(jsonb_build_object(
                'attempt', x.attempt, 'attempted_at', x.attempted_at, 'status_code', x.status_code,
@@ -62,7 +62,7 @@ ON CONFLICT (tenant_id, webhook_id, event_id) DO NOTHING
 RETURNING tenant_id, id;
 
 -- name: claim_webhook_delivery
--- Start the next attempt of a due, pending delivery of an active webhook, fewer than $5 attempts in:
+-- Start the next attempt of a due, pending delivery (of a ledger event or, with checkpoint_seq, a checkpoint) of an active webhook, fewer than $5 attempts in:
 -- count it, push the next attempt out to the lease end $4 (so nobody else sends it meanwhile) and
 -- write its attempt row at $3. No row = not claimable now.
 WITH claimed AS (
@@ -70,12 +70,12 @@ WITH claimed AS (
     FROM webhooks w
     WHERE d.tenant_id = $1 AND d.id = $2 AND d.status = 'pending' AND d.next_attempt_at <= $3
       AND d.attempts < $5 AND w.tenant_id = d.tenant_id AND w.id = d.webhook_id AND w.disabled_at IS NULL
-    RETURNING d.tenant_id, d.id, d.event_id, d.attempts AS attempt, w.url, w.secret_box
+    RETURNING d.tenant_id, d.id, d.event_id, d.checkpoint_seq, d.attempts AS attempt, w.url, w.secret_box
 ), started AS (
     INSERT INTO webhook_attempts (tenant_id, delivery_id, attempt, attempted_at)
     SELECT tenant_id, id, attempt, $3 FROM claimed
 )
-SELECT event_id, attempt, url, secret_box FROM claimed;
+SELECT event_id, checkpoint_seq, attempt, url, secret_box FROM claimed;
 
 -- name: webhook_delivery_state
 -- Where a delivery stands (why it could not be claimed).

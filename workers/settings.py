@@ -16,6 +16,7 @@ from workers.health import prune_health, refresh_tenant_health, schedule_health_
 from workers.imports import JOB_TIMEOUT as IMPORT_JOB_TIMEOUT
 from workers.imports import MAX_TRIES as IMPORT_MAX_TRIES
 from workers.imports import resume_imports, run_import
+from workers.ledger import open_ledger, seal_ledgers
 from workers.providers import (
     close_providers,
     open_providers,
@@ -51,6 +52,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     open_sms_sender(ctx, settings)
     open_webhooks(ctx)
     open_providers(ctx)
+    open_ledger(ctx)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -87,8 +89,12 @@ class WorkerSettings:
         func(run_import, keep_result=0, max_tries=IMPORT_MAX_TRIES, timeout=IMPORT_JOB_TIMEOUT),
         # keep_result=0: the next minute's cron can enqueue the tenant's refresh again
         func(refresh_tenant_health, keep_result=0, max_tries=3, timeout=600),
+        # keep_result=0: `suppress ledger seal`-style one-off runs may be enqueued again at once
+        func(seal_ledgers, keep_result=0, max_tries=1, timeout=300),
     ]
     cron_jobs: ClassVar[list[Any]] = [
+        # every second: unsealed ledger events closed into each tenant's next checkpoint
+        cron(seal_ledgers, second=set(range(60)), unique=True, run_at_startup=True, timeout=300),
         # every 30 s: acknowledged provider events still pending after a grace period (lost enqueue)
         cron(sweep_provider_events, second={10, 40}, unique=True, run_at_startup=True),
         # hourly: expired provider nonces, long-finished provider events, soft bounces past every window

@@ -18,12 +18,15 @@ from arq import Retry
 
 from suppress import queue
 from suppress.effects import LedgerEvent, load_event
+from suppress.ledger import checkpoint_out
 from suppress.webhooks import (
     EVENT_ID_HEADER,
     MAX_ATTEMPTS,
     SIGNATURE_HEADER,
     USER_AGENT,
     SecretBox,
+    checkpoint_payload_body,
+    checkpoint_ref,
     delivery_job_id,
     event_ref,
     payload_body,
@@ -73,7 +76,7 @@ async def fan_out(ctx: dict[str, Any], event: LedgerEvent) -> None:
         datetime.now(UTC),
     )
     for row in rows:
-        await _enqueue(ctx, row["tenant_id"], row["id"])
+        await enqueue_delivery(ctx, row["tenant_id"], row["id"])
 
 
 async def deliver_webhook(ctx: dict[str, Any], tenant_id: int, delivery_id: int) -> str:
@@ -87,11 +90,11 @@ async def deliver_webhook(ctx: dict[str, Any], tenant_id: int, delivery_id: int)
     if claim is None:
         return await _unclaimed(ctx, tenant_id, delivery_id, now)
     attempt: int = claim["attempt"]
-    event = await load_event(pool, queries, tenant_id, claim["event_id"])
+    subject = await _subject(ctx, tenant_id, claim)
     status_code: int | None = None
     error: str | None = None
     duration_ms = 0
-    if event is None:
+    if subject is None:
         error = "the ledger event no longer exists"
     else:
         try:
@@ -99,15 +102,15 @@ async def deliver_webhook(ctx: dict[str, Any], tenant_id: int, delivery_id: int)
         except ValueError:
             error = "the signing secret cannot be opened (was SUPPRESS_SECRET changed?)"
         else:
-            ref = event_ref(tenant_id, event.id)
+            ref, body = subject
             status_code, error, duration_ms = await _post(
-                ctx["webhook_http"], claim["url"], secret, ref, event
+                ctx["webhook_http"], claim["url"], secret, ref, body
             )
     delivered = status_code is not None and 200 <= status_code < 300
     delay = retry_delay(attempt, secrets.randbelow(1000) / 1000)
     if delivered:
         status, next_attempt_at = "delivered", None
-    elif attempt >= MAX_ATTEMPTS or event is None:
+    elif attempt >= MAX_ATTEMPTS or subject is None:
         status, next_attempt_at = "failed", None
     else:
         status, next_attempt_at = "pending", datetime.now(UTC) + timedelta(seconds=delay)
@@ -141,13 +144,14 @@ async def redeliver_due_webhooks(ctx: dict[str, Any]) -> int:
     )
     enqueued = 0
     for row in rows:
-        enqueued += await _enqueue(ctx, row["tenant_id"], row["id"])
+        enqueued += await enqueue_delivery(ctx, row["tenant_id"], row["id"])
     if enqueued:
         log.info("re-enqueued %d due webhook deliverie(s)", enqueued)
     return enqueued
 
 
-async def _enqueue(ctx: dict[str, Any], tenant_id: int, delivery_id: int) -> bool:
+async def enqueue_delivery(ctx: dict[str, Any], tenant_id: int, delivery_id: int) -> bool:
+    """Enqueue one delivery's job; False (logged) when Redis does not take it."""
     try:
         return await queue.enqueue(
             ctx["redis"],
@@ -179,11 +183,23 @@ async def _unclaimed(ctx: dict[str, Any], tenant_id: int, delivery_id: int, now:
     raise Retry(defer=max((row["next_attempt_at"] - now).total_seconds(), 1.0))
 
 
+async def _subject(ctx: dict[str, Any], tenant_id: int, claim: Any) -> tuple[str, bytes] | None:
+    """The public id and exact body of what a delivery sends: a ledger event or a checkpoint."""
+    pool, queries = ctx["pool"], ctx["queries"]
+    if claim["checkpoint_seq"] is not None:
+        row = await pool.fetchrow(queries.ledger_checkpoint, tenant_id, claim["checkpoint_seq"])
+        if row is None:
+            return None
+        checkpoint = checkpoint_out(row)
+        return checkpoint_ref(tenant_id, checkpoint.seq), checkpoint_payload_body(checkpoint)
+    event = await load_event(pool, queries, tenant_id, claim["event_id"])
+    return None if event is None else (event_ref(tenant_id, event.id), payload_body(event))
+
+
 async def _post(
-    client: httpx.AsyncClient, url: str, secret: str, ref: str, event: LedgerEvent
+    client: httpx.AsyncClient, url: str, secret: str, ref: str, body: bytes
 ) -> tuple[int | None, str | None, int]:
     """POST the signed payload once: (HTTP status or None, error or None, duration in ms)."""
-    body = payload_body(event)
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,

@@ -18,6 +18,7 @@ from suppress.api import checks as checks_api
 from suppress.api import dashboard as dashboard_api
 from suppress.api import health as health_api
 from suppress.api import imports as imports_api
+from suppress.api import ledger as ledger_api
 from suppress.api import ops as ops_api
 from suppress.api import providers as providers_api
 from suppress.api import recipients as recipients_api
@@ -148,6 +149,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *recipients_api.routes,
             *imports_api.routes,
             *rights_api.routes,
+            *ledger_api.routes,
             *settings_api.routes,
             *sms_api.routes,
             *unsubscribe_api.routes,

@@ -18,10 +18,12 @@ import msgspec
 
 from suppress.config import ConfigurationError, Settings
 from suppress.errors import SuppressError
-from suppress.ledger import VerifyResult, verify_chain
+from suppress.ledger import Checkpoint, checkpoint_out, ledger_key
 from suppress.migrate import migrate
+from suppress.sealer import Sealed, seal_all, seal_tenant
 from suppress.sql import load_queries
 from suppress.tenants import create_api_key, create_tenant, resolve_tenant
+from suppress.verifier import VerifyResult, load_kept, verify_ledger
 
 log = logging.getLogger("suppress.cli")
 
@@ -92,19 +94,43 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger_verify(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    key = ledger_key(settings.require_secret()) if settings.secret else None
+    kept: dict[int, Checkpoint] = {}
+    if args.checkpoints:
+        try:
+            kept = load_kept(Path(args.checkpoints).read_bytes())
+        except (OSError, ValueError, msgspec.ValidationError) as exc:
+            print(f"cannot use {args.checkpoints}: {exc}", file=sys.stderr)
+            return 2
+    if key is None and not kept:
+        print(
+            "warning: without SUPPRESS_SECRET or --checkpoints only the ledger's internal consistency "
+            "is checked; a rewrite that recomputed every hash would pass",
+            file=sys.stderr,
+        )
+
     async def run() -> VerifyResult:
-        async with _connection(Settings.from_env()) as conn:
+        async with _connection(settings) as conn:
             queries = load_queries()
             tenant_id = await resolve_tenant(conn, queries, args.tenant)
-            return await verify_chain(conn, queries, tenant_id)
+            return await verify_ledger(conn, queries, tenant_id, key=key, kept=kept)
 
     result = asyncio.run(run())
     if args.json:
         print(msgspec.json.encode(result).decode())
     elif result.ok:
-        print(f"ledger intact: {result.events} event(s) in {len(result.heads)} chain(s)")
+        checked = [c for c, on in (("checkpoint MACs", result.key_checked), ("kept checkpoints", kept)) if on]
+        print(
+            f"ledger intact: {result.events} sealed event(s) in {result.checkpoints} checkpoint(s), "
+            f"{result.unsealed} not sealed yet"
+            + (f", {result.legacy_events} in legacy chains" if result.legacy_events else "")
+            + (f"; checked {' and '.join(checked)}" if checked else "")
+        )
     else:
-        where = f"chain {result.first_bad_lane} seq {result.first_bad_seq}"
+        where = (
+            f"checkpoint {result.first_bad_checkpoint}" if result.first_bad_checkpoint else "legacy chains"
+        )
         if result.first_bad_event is not None:
             where = f"event {result.first_bad_event} ({where})"
         print(f"ledger BROKEN at {where}: {result.problem}", file=sys.stderr)
@@ -112,14 +138,38 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger_head(args: argparse.Namespace) -> int:
-    async def run() -> dict[str, dict[str, Any]]:
+    async def run() -> Checkpoint | None:
         async with _connection(Settings.from_env()) as conn:
             queries = load_queries()
             tenant_id = await resolve_tenant(conn, queries, args.tenant)
-            rows = await conn.fetch(queries.ledger_head, tenant_id)
-            return {str(r["lane"]): {"seq": r["last_seq"], "hash": bytes(r["last_hash"]).hex()} for r in rows}
+            row = await conn.fetchrow(queries.ledger_last_checkpoint, tenant_id)
+            return None if row is None else checkpoint_out(row)
 
-    print(json.dumps({"tenant": args.tenant, "chains": asyncio.run(run())}))
+    print(msgspec.json.encode({"tenant": args.tenant, "checkpoint": asyncio.run(run())}).decode())
+    return 0
+
+
+def cmd_ledger_seal(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    key = ledger_key(settings.require_secret())
+
+    async def run() -> list[Sealed]:
+        async with _connection(settings) as conn:
+            queries = load_queries()
+            if args.tenant:
+                tenant_id = await resolve_tenant(conn, queries, args.tenant)
+                return await seal_tenant(conn, queries, key, tenant_id)
+        pool = await asyncpg.create_pool(settings.require_database_url(), min_size=1, max_size=1)
+        try:
+            return await seal_all(pool, load_queries(), key)
+        finally:
+            await pool.close()
+
+    made = asyncio.run(run())
+    for sealed in made:
+        c = sealed.checkpoint
+        print(f"tenant {c.tenant} checkpoint {c.seq}: {c.tree_size} event(s), root {c.root}")
+    print(f"sealed {len(made)} checkpoint(s); webhook deliveries wait for a worker")
     return 0
 
 
@@ -297,16 +347,26 @@ def build_parser() -> argparse.ArgumentParser:
     ledger = sub.add_parser("ledger", help="the tamper-evident event ledger")
     ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
     lv = ledger_sub.add_parser(
-        "verify", help="re-derive a tenant's hash chain; exit 1 naming the first bad event"
+        "verify",
+        help="re-derive a tenant's leaves, checkpoints and their MACs (with SUPPRESS_SECRET); "
+        "exit 1 naming the first bad event",
     )
     lv.add_argument("--tenant", required=True, help="tenant id or name")
+    lv.add_argument(
+        "--checkpoints",
+        metavar="FILE",
+        help="checkpoints the tenant kept (JSON from GET /v1/ledger/checkpoints): verify against them",
+    )
     lv.add_argument("--json", action="store_true")
     lv.set_defaults(func=cmd_ledger_verify)
-    lh = ledger_sub.add_parser(
-        "head", help="print a tenant's chain head (keep it somewhere else to anchor the chain)"
-    )
+    lh = ledger_sub.add_parser("head", help="print a tenant's newest checkpoint as JSON")
     lh.add_argument("--tenant", required=True, help="tenant id or name")
     lh.set_defaults(func=cmd_ledger_head)
+    ls = ledger_sub.add_parser(
+        "seal", help="seal unsealed events into checkpoints now (workers do it every second)"
+    )
+    ls.add_argument("--tenant", help="only this tenant (id or name)")
+    ls.set_defaults(func=cmd_ledger_seal)
 
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)

@@ -23,6 +23,7 @@ JOB_DELIVER_WEBHOOK = "deliver_webhook"
 JOB_RUN_IMPORT = "run_import"
 JOB_REFRESH_HEALTH = "refresh_tenant_health"
 JOB_PROCESS_PROVIDER_EVENTS = "process_provider_events"
+JOB_SEAL_LEDGERS = "seal_ledgers"
 ENQUEUED_JOBS: frozenset[str] = frozenset(
     {
         JOB_DELIVER_WEBHOOK,
@@ -33,6 +34,7 @@ ENQUEUED_JOBS: frozenset[str] = frozenset(
         JOB_APPLY_EFFECTS,
         JOB_SEND_SMS_REPLY,
         JOB_APPLY_UNSUBSCRIBE,
+        JOB_SEAL_LEDGERS,
     }
 )
 

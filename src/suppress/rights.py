@@ -14,6 +14,7 @@ from suppress import metrics
 from suppress.effects import enqueue_effects
 from suppress.errors import NotFound
 from suppress.intents import SuppressIntent
+from suppress.ledger import inclusion_proofs
 from suppress.models import Channel, ShortText
 from suppress.queue import Queue
 from suppress.recipients import Inbound, Recipients
@@ -95,6 +96,8 @@ class Rights:
             row = await conn.fetchrow(self._q.recipient_export_row, *args)
             details = await conn.fetchrow(self._q.recipient_details, *args)
             history = await conn.fetch(self._q.recipient_events, *args, EXPORT_EVENTS)
+            # each event's inclusion proof in its checkpoint (docs/ledger.md), or `sealed: false`
+            proofs = await inclusion_proofs(conn, self._q, principal.tenant_id, [e["id"] for e in history])
         assert details is not None
         return RecipientExport(
             controller=principal.tenant_name,
@@ -106,7 +109,7 @@ class Rights:
             consents=details["consents"],
             suppressions=details["suppressions"],
             customers=details["customers"],
-            events=[dict(e.items()) for e in history],
+            events=[{**dict(e.items()), "ledger": proofs[e["id"]]} for e in history],
         )
 
     async def export_customer(self, principal: Principal, customer_ref: str, now: datetime) -> CustomerExport:

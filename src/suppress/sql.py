@@ -109,6 +109,17 @@ class Queries:
     end_webhook_delivery: str
     due_webhook_deliveries: str
     # ledger.sql
+    ledger_unsealed_tenants: str
+    ledger_seal_lock: str
+    ledger_last_checkpoint: str
+    ledger_unsealed_events: str
+    ledger_seal: str
+    ledger_checkpoints_after: str
+    ledger_checkpoint: str
+    ledger_events_by_id: str
+    ledger_leaves: str
+    ledger_sealed_events: str
+    ledger_unsealed_summary: str
     ledger_head: str
     ledger_lanes_in_use: str
     ledger_events_for_verify: str

@@ -28,10 +28,12 @@ from msgspec import Meta
 from suppress.config import derive_key
 from suppress.effects import LedgerEvent
 from suppress.errors import Conflict, InvalidInput, NotFound
+from suppress.ledger import WEBHOOK_EVENT, Checkpoint
 from suppress.sql import Queries
 from suppress.tenants import Principal
 
-# The event kinds a webhook can ask for: every kind the ledger writes. The one list of them.
+# The event kinds a webhook can ask for: every kind the ledger writes, and `ledger.checkpoint` (a
+# tenant-level event: each sealed checkpoint, docs/ledger.md). The one list of them.
 EventKind = Literal[
     "suppression_added",
     "suppression_lifted",
@@ -41,6 +43,7 @@ EventKind = Literal[
     "customer_agreement_started",
     "customer_agreement_ended",
     "unsubscribed",
+    "ledger.checkpoint",
 ]
 EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
 DeliveryStatus = Literal["pending", "delivered", "failed", "cancelled"]
@@ -132,7 +135,33 @@ class WebhookPayload(msgspec.Struct, frozen=True, kw_only=True):
     data: dict[str, Any]
 
 
+class CheckpointPayload(msgspec.Struct, frozen=True, kw_only=True):
+    """The JSON body POSTed for a sealed checkpoint (`type` = `ledger.checkpoint`)."""
+
+    id: str
+    type: str
+    tenant: int
+    checkpoint: Checkpoint
+
+
 _payload_encoder = msgspec.json.Encoder()
+
+
+def checkpoint_ref(tenant_id: int, seq: int) -> str:
+    """The public id of a checkpoint delivery: `<tenant>:checkpoint:<seq>`."""
+    return f"{tenant_id}:checkpoint:{seq}"
+
+
+def checkpoint_payload_body(checkpoint: Checkpoint) -> bytes:
+    """The exact bytes POSTed (and signed) for a checkpoint."""
+    return _payload_encoder.encode(
+        CheckpointPayload(
+            id=checkpoint_ref(checkpoint.tenant, checkpoint.seq),
+            type=WEBHOOK_EVENT,
+            tenant=checkpoint.tenant,
+            checkpoint=checkpoint,
+        )
+    )
 
 
 def event_ref(tenant_id: int, event_id: int) -> str:
@@ -332,7 +361,9 @@ class Webhooks:
         items = [
             Delivery(
                 id=r["id"],
-                event_id=event_ref(principal.tenant_id, r["event_id"]),
+                event_id=event_ref(principal.tenant_id, r["event_id"])
+                if r["event_id"] is not None
+                else checkpoint_ref(principal.tenant_id, r["checkpoint_seq"]),
                 type=r["kind"],
                 status=r["status"],
                 created_at=r["created_at"],

@@ -34,7 +34,9 @@ from suppress.app import create_app
 from suppress.config import ConfigurationError, Settings
 from suppress.db import create_pool as create_db_pool
 from suppress.effects import load_event
+from suppress.ledger import ledger_key
 from suppress.queue import ENQUEUED_JOBS, JOB_APPLY_EFFECTS, JOB_DELIVER_WEBHOOK, enqueue, redis_settings
+from suppress.sealer import seal_tenant
 from suppress.sql import Queries
 from suppress.tenants import create_tenant
 from suppress.webhooks import (
@@ -433,6 +435,33 @@ async def test_an_event_is_delivered_signed_once(
     [attempt] = item["attempts"]
     assert attempt["attempt"] == 1 and attempt["status_code"] == 200 and attempt["error"] is None
     assert isinstance(attempt["duration_ms"], int) and attempt["duration_ms"] >= 0
+
+
+async def test_a_sealed_checkpoint_is_delivered_signed(
+    client: Client,
+    http_client: Client,
+    tenant: Tenant,
+    db: asyncpg.Connection,
+    ctx: dict[str, Any],
+    receiver: Receiver,
+    queries: Queries,
+) -> None:
+    made = await register(http_client, tenant, receiver.url(), ["ledger.checkpoint"])
+    await write_consent(client, tenant, "sealed@example.no")
+    [sealed] = await seal_tenant(db, queries, ledger_key(TEST_SECRET), tenant.id)
+    [delivery_id] = sealed.deliveries
+    assert await deliver_webhook(ctx, tenant.id, delivery_id) == "delivered"
+    [request] = receiver.requests
+    assert verify_signature(made["secret"], request.headers["suppress-signature"], request.body, time.time())
+    ref = f"{tenant.id}:checkpoint:1"
+    assert request.headers["suppress-event-id"] == ref
+    payload = request.json()
+    assert payload["id"] == ref and payload["type"] == "ledger.checkpoint" and payload["tenant"] == tenant.id
+    kept = (await client.get("/v1/ledger/checkpoints", headers=tenant.auth("read"))).json()["items"]
+    assert payload["checkpoint"] == kept[0] and kept[0]["tree_size"] == 1
+    listing = await client.get(f"/v1/webhooks/{made['id']}/deliveries", headers=tenant.auth("read"))
+    [item] = listing.json()["items"]
+    assert (item["type"], item["event_id"], item["status"]) == ("ledger.checkpoint", ref, "delivered")
 
 
 async def test_two_runs_at_once_send_once(

@@ -1,0 +1,121 @@
+"""The sealer: closes each tenant's unsealed events into its next checkpoint (docs/ledger.md).
+
+Run by the worker every second (workers/ledger.py) and by `suppress ledger seal`. Per tenant, one
+transaction holds the tenant's sealing lock (an advisory lock: a second sealer skips the tenant
+instead of forking its checkpoints), reads the newest checkpoint and the unsealed events in id
+order, and writes the checkpoint and the events' leaf positions in one statement. Sealing picks
+"unsealed" rows, not an id range, so an event that commits late with a lower id is sealed next time.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+import msgspec
+
+from suppress import merkle
+from suppress.ledger import (
+    GENESIS,
+    Checkpoint,
+    Conn,
+    body_hash,
+    body_mac,
+    body_of,
+    canonical_line,
+    checkpoint_body,
+    checkpoint_out,
+    leaf_mac,
+    personal_hash,
+)
+from suppress.sql import Queries
+
+log = logging.getLogger(__name__)
+
+# At most this many events per checkpoint (a first seal of a large migrated ledger makes several).
+MAX_CHECKPOINT_SIZE = 50_000
+
+
+class Sealed(msgspec.Struct, frozen=True, kw_only=True):
+    """A checkpoint just made, and the webhook deliveries queued for it."""
+
+    checkpoint: Checkpoint
+    deliveries: list[int]
+
+
+async def seal_tenant(
+    conn: Conn,
+    queries: Queries,
+    key: bytes,
+    tenant_id: int,
+    *,
+    max_size: int = MAX_CHECKPOINT_SIZE,
+) -> list[Sealed]:
+    """Seal every unsealed event of one tenant; [] when there is none or another sealer is at it."""
+    made: list[Sealed] = []
+    while True:
+        async with conn.transaction():
+            lock = await conn.fetchrow(queries.ledger_seal_lock, tenant_id)
+            assert lock is not None
+            if not lock["locked"]:
+                return made
+            rows = await conn.fetch(queries.ledger_unsealed_events, tenant_id, max_size)
+            if not rows:
+                return made
+            last = await conn.fetchrow(queries.ledger_last_checkpoint, tenant_id)
+            seq = 1 if last is None else last["seq"] + 1
+            previous = GENESIS if last is None else body_hash(body_of(last))
+            personal = [
+                bytes(r["personal_hash"])
+                if r["personal_hash"] is not None
+                else personal_hash(r["personal_text"])
+                for r in rows
+            ]
+            leaves = [merkle.leaf_hash(canonical_line(r, p)) for r, p in zip(rows, personal, strict=True)]
+            root = merkle.root(leaves)
+            first, final = rows[0]["id"], rows[-1]["id"]
+            body = checkpoint_body(tenant_id, seq, len(rows), first, final, root, previous, lock["now"])
+            mac = body_mac(key, body)
+            result = await conn.fetchrow(
+                queries.ledger_seal,
+                tenant_id,
+                seq,
+                len(rows),
+                first,
+                final,
+                root,
+                previous,
+                lock["now"],
+                mac,
+                [r["id"] for r in rows],
+                list(range(len(rows))),
+                personal,
+                leaves,
+                [leaf_mac(key, tenant_id, seq, i, leaf) for i, leaf in enumerate(leaves)],
+            )
+            assert result is not None
+            if result["sealed"] != len(rows):  # cannot happen under the lock; never store a short tree
+                raise RuntimeError(f"tenant {tenant_id}: {result['sealed']} of {len(rows)} events sealed")
+            stored = {
+                "tenant_id": tenant_id,
+                "seq": seq,
+                "tree_size": len(rows),
+                "first_event_id": first,
+                "last_event_id": final,
+                "root": root,
+                "previous": previous,
+                "created_at": lock["now"],
+                "mac": mac,
+            }
+            made.append(Sealed(checkpoint=checkpoint_out(stored), deliveries=list(result["deliveries"])))
+        if len(rows) < max_size:
+            return made
+
+
+async def seal_all(pool: asyncpg.Pool, queries: Queries, key: bytes) -> list[Sealed]:
+    """Seal every tenant that has unsealed events; returns the checkpoints made."""
+    made: list[Sealed] = []
+    async with pool.acquire() as conn:
+        for row in await conn.fetch(queries.ledger_unsealed_tenants):
+            made.extend(await seal_tenant(conn, queries, key, row["tenant_id"]))
+    return made
