@@ -441,8 +441,7 @@ async def raw_load(
         nonlocal written
         for order in items:
             began = time.perf_counter()
-            async with pool.acquire() as conn:
-                event_id = await apply_order(conn, queries, order)
+            event_id = await apply_order(pool, queries, order)
             written += event_id is not None
             latencies.append(time.perf_counter() - began)
 
