@@ -59,9 +59,9 @@ WITH current AS (
 ), go AS (
     SELECT 1 WHERE coalesce((SELECT restricted FROM current), false) IS DISTINCT FROM $4::boolean
 ), ev AS (
-    INSERT INTO events (tenant_id, channel, address_hash, kind, source, actor, occurred_at, data)
-    SELECT $1, $2, $3, CASE WHEN $4 THEN 'restricted' ELSE 'unrestricted' END, $6, $7, $8,
-           CASE WHEN $5::text IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('note', $5::text) END
+    INSERT INTO events (tenant_id, channel, address_hash, kind, source, actor, occurred_at, data, personal)
+    SELECT $1, $2, $3, CASE WHEN $4 THEN 'restricted' ELSE 'unrestricted' END, $6, $7, $8, '{}'::jsonb,
+           CASE WHEN $5::text IS NOT NULL THEN jsonb_build_object('note', $5::text) END
     FROM go
     RETURNING id
 ), projection AS (

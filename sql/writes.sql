@@ -67,13 +67,15 @@ WHERE r.tenant_id = $1 AND r.channel = i.channel AND r.address_hash = i.address_
 -- expiry, NULL = never), end the matching consents when the reason is `unsubscribed`, and append
 -- the event. $2..$15 parallel arrays: intent number, channel, hash, topic id (0 = all), reason,
 -- expires at, campaign id, note, source, actor, occurred at, event data (JSON text), event kind,
--- only if new. Returns, per intent that wrote, its event id and the consent topics it ended.
+-- only if new, the event's personal fields (JSON text or NULL; kept outside the sealed line, so
+-- erasure can scrub them). Returns, per intent that wrote, its event id and the consent topics it
+-- ended.
 WITH input AS (
     SELECT * FROM unnest($2::bigint[], $3::text[], $4::bytea[], $5::integer[], $6::text[],
                          $7::timestamptz[], $8::bigint[], $9::text[], $10::text[], $11::text[],
-                         $12::timestamptz[], $13::text[], $14::text[], $15::boolean[])
+                         $12::timestamptz[], $13::text[], $14::text[], $15::boolean[], $16::text[])
         AS i(n, channel, address_hash, topic_id, reason, expires_at, campaign_id, note, source, actor,
-             occurred_at, data, kind, only_if_new)
+             occurred_at, data, kind, only_if_new, personal)
 ), merged AS (
     SELECT i.*, nextval(pg_get_serial_sequence('events', 'id')) AS event_id,
            CASE WHEN p.expires_at IS NOT NULL AND p.expires_at <= i.occurred_at THEN i.occurred_at
@@ -125,13 +127,13 @@ WITH input AS (
     RETURNING 1
 ), ev AS (
     INSERT INTO events (id, tenant_id, channel, address_hash, kind, topic_id, campaign_id, source, actor,
-                        occurred_at, data)
+                        occurred_at, data, personal)
     OVERRIDING SYSTEM VALUE
     SELECT m.event_id, $1, m.channel, m.address_hash, m.kind, nullif(m.topic_id, 0), m.campaign_id, m.source,
            m.actor, m.occurred_at,
            m.data::jsonb
-           || CASE WHEN m.note IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('note', m.note) END
-           || jsonb_build_object('reason', m.reason, 'expires_at', m.until, 'consents_ended', to_jsonb(b.topics))
+           || jsonb_build_object('reason', m.reason, 'expires_at', m.until, 'consents_ended', to_jsonb(b.topics)),
+           m.personal::jsonb
     FROM merged m JOIN ended_by b USING (n)
     RETURNING 1
 )
@@ -143,11 +145,13 @@ ORDER BY m.n;
 -- Lift intents: delete the named suppression of each row (one reason at one scope), when
 -- `expired by` is NULL or the suppression's expiry has passed by then, with one
 -- `suppression_lifted` event each. $2..$11 parallel arrays: intent number, channel, hash, topic id,
--- reason, expired by, source, actor, occurred at, event data (JSON text). Returns what was lifted.
+-- reason, expired by, source, actor, occurred at, event data (JSON text), personal fields (JSON text
+-- or NULL). Returns what was lifted.
 WITH input AS (
     SELECT * FROM unnest($2::bigint[], $3::text[], $4::bytea[], $5::integer[], $6::text[],
-                         $7::timestamptz[], $8::text[], $9::text[], $10::timestamptz[], $11::text[])
-        AS i(n, channel, address_hash, topic_id, reason, expired_by, source, actor, occurred_at, data)
+                         $7::timestamptz[], $8::text[], $9::text[], $10::timestamptz[], $11::text[],
+                         $12::text[])
+        AS i(n, channel, address_hash, topic_id, reason, expired_by, source, actor, occurred_at, data, personal)
 ), lifted AS (
     DELETE FROM suppressions s USING input i
     WHERE s.tenant_id = $1 AND s.channel = i.channel AND s.address_hash = i.address_hash
@@ -158,11 +162,13 @@ WITH input AS (
     SELECT i.*, l.created_at AS suppressed_since, nextval(pg_get_serial_sequence('events', 'id')) AS event_id
     FROM input i JOIN lifted l USING (n)
 ), ev AS (
-    INSERT INTO events (id, tenant_id, channel, address_hash, kind, topic_id, source, actor, occurred_at, data)
+    INSERT INTO events (id, tenant_id, channel, address_hash, kind, topic_id, source, actor, occurred_at, data,
+                        personal)
     OVERRIDING SYSTEM VALUE
     SELECT x.event_id, $1, x.channel, x.address_hash, 'suppression_lifted', nullif(x.topic_id, 0), x.source,
            x.actor, x.occurred_at,
-           x.data::jsonb || jsonb_build_object('reason', x.reason, 'suppressed_since', x.suppressed_since)
+           x.data::jsonb || jsonb_build_object('reason', x.reason, 'suppressed_since', x.suppressed_since),
+           x.personal::jsonb
     FROM numbered x
     RETURNING 1
 )
@@ -175,13 +181,15 @@ ORDER BY x.n;
 -- `unsubscribed` suppression of the same scope that it postdates (a person-initiated re-opt-in,
 -- with its own event). The consent lapses after the tenant's consent_validity_days when set.
 -- $2..$13 parallel arrays: intent number, channel, hash, topic id (0 = all), partners, source, notice
--- version, evidence (JSON text), granted at, actor, event data (JSON text), only if new.
+-- version, evidence (JSON text), granted at, actor, event data (JSON text), only if new, the event's
+-- personal fields besides the evidence (JSON text or NULL).
 -- Returns per intent its status (written, unchanged, erased), event id and the lift's event id.
 WITH input AS (
     SELECT * FROM unnest($2::bigint[], $3::text[], $4::bytea[], $5::integer[], $6::boolean[], $7::text[],
-                         $8::text[], $9::text[], $10::timestamptz[], $11::text[], $12::text[], $13::boolean[])
+                         $8::text[], $9::text[], $10::timestamptz[], $11::text[], $12::text[], $13::boolean[],
+                         $14::text[])
         AS i(n, channel, address_hash, topic_id, partners, source, notice_version, evidence, granted_at,
-             actor, data, only_if_new)
+             actor, data, only_if_new, personal)
 ), validity AS (
     SELECT CASE WHEN consent_validity_days IS NULL THEN NULL::interval
                 ELSE make_interval(days => consent_validity_days) END AS span
@@ -220,17 +228,20 @@ WITH input AS (
            nextval(pg_get_serial_sequence('events', 'id')) AS event_id
     FROM lifted l JOIN fresh f ON f.channel = l.channel AND f.address_hash = l.address_hash
 ), ev AS (
-    INSERT INTO events (id, tenant_id, channel, address_hash, kind, topic_id, source, actor, occurred_at, data)
+    INSERT INTO events (id, tenant_id, channel, address_hash, kind, topic_id, source, actor, occurred_at, data,
+                        personal)
     OVERRIDING SYSTEM VALUE
     SELECT f.event_id, $1, f.channel, f.address_hash, 'consent_given', nullif(f.topic_id, 0), f.source, f.actor,
            f.granted_at,
            f.data::jsonb || jsonb_build_object('partners', f.partners, 'notice_version', f.notice_version,
-                                               'evidence', f.evidence::jsonb, 'expires_at', f.expires_at)
+                                               'expires_at', f.expires_at),
+           jsonb_build_object('evidence', f.evidence::jsonb) || coalesce(f.personal::jsonb, '{}')
     FROM fresh f
     UNION ALL
     SELECT l.event_id, $1, l.channel, l.address_hash, 'suppression_lifted', nullif(l.topic_id, 0), l.source,
            l.actor, l.granted_at,
-           jsonb_build_object('reason', 'unsubscribed', 'cause', 'consent', 'suppressed_since', l.created_at)
+           jsonb_build_object('reason', 'unsubscribed', 'cause', 'consent', 'suppressed_since', l.created_at),
+           NULL
     FROM lifts l
     RETURNING 1
 ), saved AS (
@@ -292,10 +303,11 @@ WITH input AS (
     SET collected_in_sale = ca.collected_in_sale OR excluded.collected_in_sale
     RETURNING 1
 ), ev AS (
-    INSERT INTO events (id, tenant_id, channel, address_hash, kind, source, actor, occurred_at, data)
+    INSERT INTO events (id, tenant_id, channel, address_hash, kind, source, actor, occurred_at, data, personal)
     OVERRIDING SYSTEM VALUE
     SELECT event_id, $1, channel, address_hash, 'customer_' || event, source, actor, at,
-           data::jsonb || jsonb_build_object('customer_ref', customer_ref, 'collected_in_sale', collected_in_sale)
+           data::jsonb || jsonb_build_object('collected_in_sale', collected_in_sale),
+           jsonb_build_object('customer_ref', customer_ref)
     FROM fresh
     RETURNING 1
 )

@@ -49,7 +49,33 @@ CONFLICTS: tuple[type[Exception], ...] = (
     asyncpg.exceptions.SerializationError,
 )
 ATTEMPTS = 8
+#: Keys of event data that are personal data: written to `personal`, outside the sealed line, so
+#: erasure scrubs one place (the same list as the database's ledger_personal_keys()).
+PERSONAL_KEYS: frozenset[str] = frozenset(
+    {
+        "ip",
+        "user_agent",
+        "evidence",
+        "note",
+        "text",
+        "to",
+        "from",
+        "customer_ref",
+        "address",
+        "email",
+        "phone",
+        "name",
+    }
+)
 _json = msgspec.json.encode
+
+
+def split_personal(data: dict[str, Any], **personal: Any) -> tuple[str, str | None]:
+    """An event's data and its personal fields (plus `personal` given, None values left out), as JSON."""
+    kept = {k: v for k, v in data.items() if k not in PERSONAL_KEYS}
+    private = {k: v for k, v in data.items() if k in PERSONAL_KEYS}
+    private.update((k, v) for k, v in personal.items() if v is not None)
+    return _json(kept).decode(), _json(private).decode() if private else None
 
 
 class SuppressOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -182,6 +208,7 @@ class Writer:
         self, conn: Connection, tenant_id: int, picked: list[tuple[int, Any]]
     ) -> dict[int, SuppressOutcome]:
         rows = [(n, i) for n, i in picked]
+        split = [split_personal(i.data, note=i.note) for _, i in rows]
         result = await conn.fetch(
             self._q.apply_suppressions,
             tenant_id,
@@ -196,9 +223,10 @@ class Writer:
             [i.source for _, i in rows],
             [i.actor for _, i in rows],
             [i.occurred_at for _, i in rows],
-            [_json(i.data).decode() for _, i in rows],
+            [data for data, _ in split],
             [i.kind for _, i in rows],
             [i.only_if_new for _, i in rows],
+            [personal for _, personal in split],
         )
         outcomes = {n: SuppressOutcome(event_id=None) for n, _ in rows}
         for r in result:
@@ -210,6 +238,7 @@ class Writer:
     async def _lift(
         self, conn: Connection, tenant_id: int, picked: list[tuple[int, Any]], applied: Applied
     ) -> None:
+        split = [split_personal(i.data) for _, i in picked]
         result = await conn.fetch(
             self._q.apply_lifts,
             tenant_id,
@@ -222,7 +251,8 @@ class Writer:
             [i.source for _, i in picked],
             [i.actor for _, i in picked],
             [i.occurred_at for _, i in picked],
-            [_json(i.data).decode() for _, i in picked],
+            [data for data, _ in split],
+            [personal for _, personal in split],
         )
         for n, _ in picked:
             applied.outcomes[n] = LiftOutcome(event_id=None)
@@ -233,6 +263,7 @@ class Writer:
     async def _consent(
         self, conn: Connection, tenant_id: int, picked: list[tuple[int, Any]], applied: Applied
     ) -> None:
+        split = [split_personal(i.data) for _, i in picked]
         result = await conn.fetch(
             self._q.apply_consents,
             tenant_id,
@@ -246,8 +277,9 @@ class Writer:
             [_json(i.evidence).decode() for _, i in picked],
             [i.granted_at for _, i in picked],
             [i.actor for _, i in picked],
-            [_json(i.data).decode() for _, i in picked],
+            [data for data, _ in split],
             [i.only_if_new for _, i in picked],
+            [personal for _, personal in split],
         )
         for r in result:
             applied.outcomes[r["n"]] = ConsentOutcome(
@@ -270,7 +302,7 @@ class Writer:
             [i.at for _, i in picked],
             [i.source for _, i in picked],
             [i.actor for _, i in picked],
-            [_json(i.data).decode() for _, i in picked],
+            [split_personal(i.data)[0] for _, i in picked],
             [i.only_if_new for _, i in picked],
         )
         for n, _ in picked:

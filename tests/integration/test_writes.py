@@ -25,7 +25,7 @@ from suppress.intents import ConsentIntent, Intent, SuppressIntent
 from suppress.providers.processing import ProviderEvents
 from suppress.sql import Queries
 from suppress.tenants import create_tenant
-from suppress.writes import Writer
+from suppress.writes import PERSONAL_KEYS, Writer
 from tests.conftest import Tenant, post_json
 from tests.integration.providers.conftest import POSTMARK_BOUNCE, basic, inbound_path
 from tests.support import ONE_CLICK, consent, decision, link, topic
@@ -268,3 +268,46 @@ async def test_concurrent_writers_leave_the_state_of_applying_their_intents_one_
     news_target = await db.fetchval("SELECT id FROM topics WHERE tenant_id = $1 AND name = 'news'", target.id)
     await replay(db, Writer(pool, queries), tenant, target, {0: 0, news: news_target})
     assert await state(db, target) == await state(db, tenant)
+
+
+async def test_personal_fields_are_written_outside_the_sealed_data(
+    client: Client, tenant: Tenant, db: asyncpg.Connection
+) -> None:
+    """Every write puts personal fields in `personal` itself, so erasure has one place to scrub and
+    the database's safety net (a trigger on `data` holding personal keys) never has to run."""
+    assert set(await db.fetchval("SELECT ledger_personal_keys()")) == PERSONAL_KEYS
+    # without the safety net, so this shows what the writes themselves put where
+    await db.execute("ALTER TABLE events DISABLE TRIGGER events_split_personal")
+    try:
+        await personal_writes(client, tenant)
+    finally:
+        await db.execute("ALTER TABLE events ENABLE TRIGGER events_split_personal")
+    rows = await db.fetch(
+        "SELECT kind, data, personal, data ?| ledger_personal_keys() AS leaked FROM events "
+        "WHERE tenant_id = $1 ORDER BY id",
+        tenant.id,
+    )
+    assert not any(r["leaked"] for r in rows)
+    personal = {
+        r["kind"]: json.loads(r["personal"]) if isinstance(r["personal"], str) else r["personal"]
+        for r in rows
+    }
+    assert personal["consent_given"]["evidence"] == {"form": "signup", "ip": "192.0.2.7"}
+    assert personal["unsubscribed"]["user_agent"] == "Mail/1.0"
+    assert personal["suppression_added"] == {"note": "asked by phone"}
+    assert personal["customer_purchase"] == {"customer_ref": "C-77"}
+
+
+async def personal_writes(client: Client, tenant: Tenant) -> None:
+    await topic(client, tenant, "news", False)
+    await consent(client, tenant, "own@example.no", evidence={"form": "signup", "ip": "192.0.2.7"})
+    path = await link(client, tenant, "own@example.no", topic="news")
+    assert (await client.post(path, data=ONE_CLICK, headers={"user-agent": "Mail/1.0"})).status_code == 200
+    body = {"channel": "email", "address": "own@example.no", "reason": "manual", "note": "asked by phone"}
+    await post_json(client, tenant, "/v1/suppressions", body)
+    customer = {
+        "customer_ref": "C-77",
+        "event": "purchase",
+        "addresses": [{"channel": "email", "address": "own@example.no", "collected_in_sale": True}],
+    }
+    await post_json(client, tenant, "/v1/customers", customer)
