@@ -22,7 +22,7 @@ SET address = CASE WHEN r.erased_at IS NULL THEN coalesce(excluded.address, r.ad
 UPDATE recipients r
 SET suppression_reasons = coalesce(g.reasons, '{}'),
     suppression_expires = coalesce(g.expires, '{}'),
-    unsubscribed_topics = coalesce(t.topics, '{}'),
+    unsubscribed_topics = coalesce(g.topics, '{}'),
     consent_topics = coalesce(k.topics, '{}'),
     partner_consent_topics = coalesce(k.partner_topics, '{}'),
     consent_expires = coalesce(k.expires, '{}'),
@@ -32,17 +32,14 @@ SET suppression_reasons = coalesce(g.reasons, '{}'),
     updated_at = now()
 FROM unnest($2::text[], $3::bytea[]) AS i(channel, address_hash)
 CROSS JOIN LATERAL (
-    SELECT array_agg(s.reason ORDER BY s.reason) AS reasons,
-           array_agg(s.expires_at ORDER BY s.reason) AS expires
-    FROM suppressions s
-    WHERE s.tenant_id = $1 AND s.channel = i.channel AND s.address_hash = i.address_hash AND s.topic_id = 0
-) g
-CROSS JOIN LATERAL (
-    SELECT array_agg(s.topic_id ORDER BY s.topic_id) AS topics
+    -- one probe of the recipient's suppressions for both the global ones and the topic unsubscribes
+    SELECT array_agg(s.reason ORDER BY s.reason) FILTER (WHERE s.topic_id = 0) AS reasons,
+           array_agg(s.expires_at ORDER BY s.reason) FILTER (WHERE s.topic_id = 0) AS expires,
+           array_agg(s.topic_id ORDER BY s.topic_id) FILTER (WHERE s.topic_id <> 0 AND s.reason = 'unsubscribed')
+               AS topics
     FROM suppressions s
     WHERE s.tenant_id = $1 AND s.channel = i.channel AND s.address_hash = i.address_hash
-      AND s.topic_id <> 0 AND s.reason = 'unsubscribed'
-) t
+) g
 CROSS JOIN LATERAL (
     SELECT array_agg(k.topic_id ORDER BY k.topic_id) AS topics,
            array_agg(k.topic_id ORDER BY k.topic_id) FILTER (WHERE k.partners) AS partner_topics,
