@@ -1,4 +1,5 @@
-"""Every ledger event gets pending effects; the effects job clears them; the sweeper re-enqueues."""
+"""Every ledger event gets pending effects; the drain job applies them in batches; the sweeper
+enqueues the drain of what is left."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ import pytest
 from arq import create_pool as create_arq_pool
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from workers.effects import apply_effects, sweep_pending_effects
+from workers.effects import drain_effects, sweep_pending_effects
 
 from suppress.config import Settings
 from suppress.db import create_pool
-from suppress.effects import LedgerEvent, effects_job_id
+from suppress.effects import EffectBatch, LedgerEvent, drain_job_id, load_event
 from suppress.queue import redis_settings
 from suppress.sql import Queries
 from tests.conftest import Tenant
@@ -45,30 +46,33 @@ async def test_writes_enqueue_the_effects_job(
     client: Client, tenant: Tenant, db: asyncpg.Connection, settings: Settings
 ) -> None:
     await consent(client, tenant, "queued@example.no")
-    [event_id] = await pending(db, tenant)
+    assert len(await pending(db, tenant)) == 1
     arq = await create_arq_pool(redis_settings(settings.require_redis_url()))
     try:
         job_ids = {job.job_id for job in await arq.queued_jobs()}
     finally:
         await arq.aclose()
-    assert effects_job_id(tenant.id, event_id) in job_ids
+    assert drain_job_id(tenant.id) in job_ids
 
 
 async def test_effects_job_runs_each_effect_and_clears_the_event(
     db: asyncpg.Connection, client: Client, tenant: Tenant, settings: Settings, queries: Queries
 ) -> None:
     await suppress(client, tenant, "once@example.no", "complained", campaign="autumn", note="fbl")
-    [event_id] = await pending(db, tenant)
+    assert len(await pending(db, tenant)) == 1
     seen: list[LedgerEvent] = []
 
-    async def record(ctx: dict[str, Any], event: LedgerEvent) -> None:
-        seen.append(event)
+    async def record(ctx: dict[str, Any], conn: asyncpg.Connection, batch: EffectBatch) -> None:
+        for batch_event_id in batch.event_ids:
+            event = await load_event(conn, queries, batch.tenant_id, batch_event_id)
+            assert event is not None
+            seen.append(event)
 
     pool = await create_pool(settings.require_database_url(), size=1)
     try:
         ctx = {"pool": pool, "queries": queries, "effects": [record]}
-        assert await apply_effects(ctx, tenant.id, event_id) == "done"
-        assert await apply_effects(ctx, tenant.id, 10**12) == "gone"
+        assert await drain_effects(ctx, tenant.id) == 1
+        assert await drain_effects(ctx, tenant.id) == 0  # nothing left
     finally:
         await pool.close()
     assert await pending(db, tenant) == []
@@ -87,13 +91,13 @@ async def test_a_failing_effect_keeps_the_event_pending(
     await suppress(client, tenant, "fail@example.no", "manual")
     [event_id] = await pending(db, tenant)
 
-    async def broken(ctx: dict[str, Any], event: LedgerEvent) -> None:
+    async def broken(ctx: dict[str, Any], conn: asyncpg.Connection, batch: EffectBatch) -> None:
         raise RuntimeError("receiver down")
 
     pool = await create_pool(settings.require_database_url(), size=1)
     try:
         with pytest.raises(RuntimeError):
-            await apply_effects({"pool": pool, "queries": queries, "effects": [broken]}, tenant.id, event_id)
+            await drain_effects({"pool": pool, "queries": queries, "effects": [broken]}, tenant.id)
     finally:
         await pool.close()
     assert await pending(db, tenant) == [event_id]
@@ -103,22 +107,22 @@ async def test_sweeper_re_enqueues_stale_pending_effects(
     db: asyncpg.Connection, client: Client, tenant: Tenant, settings: Settings, queries: Queries
 ) -> None:
     await suppress(client, tenant, "lost@example.no", "manual")
-    [event_id] = await pending(db, tenant)
+    assert len(await pending(db, tenant)) == 1
     arq = await create_arq_pool(redis_settings(settings.require_redis_url()))
     pool = await create_pool(settings.require_database_url(), size=1)
     try:
-        await arq.delete(f"arq:job:{effects_job_id(tenant.id, event_id)}")  # the API's enqueue got lost
-        await arq.zrem("arq:queue", effects_job_id(tenant.id, event_id))
+        await arq.delete(f"arq:job:{drain_job_id(tenant.id)}")  # the API's enqueue got lost
+        await arq.zrem("arq:queue", drain_job_id(tenant.id))
         ctx = {"pool": pool, "queries": queries, "redis": arq}
         await sweep_pending_effects(ctx)  # ours is too young: the API's own enqueue may still land
-        assert effects_job_id(tenant.id, event_id) not in {j.job_id for j in await arq.queued_jobs()}
+        assert drain_job_id(tenant.id) not in {j.job_id for j in await arq.queued_jobs()}
         await db.execute(
             "UPDATE pending_effects SET created_at = $2 WHERE tenant_id = $1",
             tenant.id,
             datetime.now(UTC) - timedelta(minutes=5),
         )
         assert await sweep_pending_effects(ctx) >= 1
-        assert effects_job_id(tenant.id, event_id) in {j.job_id for j in await arq.queued_jobs()}
+        assert drain_job_id(tenant.id) in {j.job_id for j in await arq.queued_jobs()}
         assert await sweep_pending_effects(ctx) == 0  # already queued: not enqueued twice
     finally:
         await pool.close()
