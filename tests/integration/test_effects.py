@@ -214,7 +214,13 @@ async def batch_ctx(
     await redis.delete(redis.default_queue_name, *jobs)
     await redis.aclose()
     await pool.close()
+    # no webhook or delivery of this test is left for the redelivery cron of other tests
     await db.execute("UPDATE webhooks SET disabled_at = now() WHERE tenant_id = $1", tenant.id)
+    await db.execute(
+        "UPDATE webhook_deliveries SET status = 'cancelled', next_attempt_at = NULL, finished_at = now()"
+        " WHERE tenant_id = $1 AND status = 'pending'",
+        tenant.id,
+    )
 
 
 async def outcome(db: asyncpg.Connection, tenant: Tenant, ctx: dict[str, Any]) -> dict[str, Any]:
