@@ -7,6 +7,7 @@
 WITH fresh AS (
     INSERT INTO health_counted_events (tenant_id, event_id)
     SELECT $1, id FROM unnest($2::bigint[]) AS ids(id)
+    ORDER BY id  -- one lock order, so batches overlapping in concurrent transactions cannot deadlock
     ON CONFLICT DO NOTHING
     RETURNING event_id
 ), ev AS (

@@ -50,14 +50,18 @@ ORDER BY d.id DESC
 LIMIT $5;
 
 -- name: create_webhook_deliveries
--- Fan one ledger event out: a pending delivery, due at $5, for every active webhook of the tenant that
--- was registered by the event's recording time $4 and takes its kind $3. Returns only new deliveries.
+-- Fan a batch of tenant $1's ledger events ($2 ids) out: a pending delivery, due at $3, for every
+-- (event, active webhook) pair where the webhook was registered by the event's recording time and
+-- takes its kind. Returns only new deliveries, so a batch fanned out twice creates each once.
 INSERT INTO webhook_deliveries (tenant_id, webhook_id, event_id, next_attempt_at)
-SELECT w.tenant_id, w.id, $2, $5
-FROM webhooks w
-WHERE w.tenant_id = $1 AND w.disabled_at IS NULL AND w.created_at <= $4
-  AND (w.events IS NULL OR $3::text = ANY (w.events))
-ORDER BY w.id
+SELECT w.tenant_id, w.id, e.id, $3
+FROM unnest($2::bigint[]) AS ids(id)
+JOIN events e ON e.tenant_id = $1 AND e.id = ids.id
+JOIN webhooks w ON w.tenant_id = $1 AND w.disabled_at IS NULL AND w.created_at <= e.recorded_at
+               AND (w.events IS NULL OR e.kind = ANY (w.events))
+-- skip reading the events when the tenant has no active webhook (a one-time filter)
+WHERE EXISTS (SELECT 1 FROM webhooks a WHERE a.tenant_id = $1 AND a.disabled_at IS NULL)
+ORDER BY e.id, w.id
 ON CONFLICT (tenant_id, webhook_id, event_id) DO NOTHING
 RETURNING tenant_id, id;
 

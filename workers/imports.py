@@ -20,6 +20,7 @@ from suppress import queue
 from suppress.addresses import AddressHasher
 from suppress.config import DerivedKeys
 from suppress.db import DATABASE_DOWN
+from suppress.effects import drain_soon
 from suppress.imports.runs import LEASE, import_job_id
 from suppress.imports.runs import run_import as run_import_core
 
@@ -57,6 +58,8 @@ async def run_import(ctx: dict[str, Any], tenant_id: int, import_id: int) -> str
             "import %s/%s: database unavailable (%s); retrying", tenant_id, import_id, type(exc).__name__
         )
         raise Retry(defer=ctx.get("job_try", 1) * 5) from None
+    # the slice's events wait in pending_effects: start their drain now, not at the sweeper's tick
+    await drain_soon(ctx.get("redis"), tenant_id)
     if result.status == "more":
         await queue.enqueue(
             ctx["redis"],

@@ -11,7 +11,7 @@ from suppress.config import Settings
 from suppress.db import create_pool
 from suppress.queue import redis_settings
 from suppress.sql import load_queries
-from workers.effects import apply_effects, sweep_pending_effects
+from workers.effects import Effect, drain_effects, sweep_pending_effects
 from workers.health import prune_health, refresh_tenant_health, schedule_health_refresh, update_health
 from workers.imports import JOB_TIMEOUT as IMPORT_JOB_TIMEOUT
 from workers.imports import MAX_TRIES as IMPORT_MAX_TRIES
@@ -37,8 +37,9 @@ from workers.webhooks import (
     redeliver_due_webhooks,
 )
 
-# Effects run for every ledger event, in this order: each is `async def effect(ctx, event)`.
-EFFECTS: list[Any] = [fan_out, update_health]
+# Effects applied to every batch of ledger events, in this order, in the transaction that claims the
+# batch: each is `async def effect(ctx, conn, batch) -> AfterCommit | None` (see workers/effects.py).
+EFFECTS: list[Effect] = [fan_out, update_health]
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -77,8 +78,8 @@ class WorkerSettings:
         expire_suppressions,
         # keep_result=0: the provider-event sweeper can enqueue events again once a job is gone
         func(process_provider_events, keep_result=0, max_tries=1000, timeout=600),
-        # keep_result=0: a finished job's id is free again, so the sweeper can re-enqueue it later
-        func(apply_effects, keep_result=0, max_tries=20),
+        # keep_result=0: a finished drain's id (one per tenant) is free again for the next write
+        func(drain_effects, keep_result=0, max_tries=20),
         # keep_result: the reply's job id (from the STOP's ledger event) stays taken for a day
         func(send_sms_reply, keep_result=KEEP_RESULT_SECONDS, max_tries=MAX_TRIES),
         # a spooled unsubscribe waits out any database outage: it must never be dropped
@@ -101,7 +102,7 @@ class WorkerSettings:
         cron(prune_provider_records, minute=23, second=30, unique=True),
         # every minute: lifts temporary suppressions (soft bounces, manual with expiry) that ran out
         cron(expire_suppressions, second=7, unique=True, run_at_startup=True),
-        # every 30 s: effects still pending after a grace period are enqueued again
+        # every 30 s: tenants with effects still pending after a grace period get a drain enqueued
         cron(sweep_pending_effects, second={0, 30}, unique=True, run_at_startup=True),
         # every 30 s: webhook deliveries that are due but have no job (lost enqueue, killed worker)
         cron(redeliver_due_webhooks, second={15, 45}, unique=True, run_at_startup=True),

@@ -1,4 +1,4 @@
-"""Outbound webhooks in the worker: fan each ledger event out into deliveries, send them signed,
+"""Outbound webhooks in the worker: fan batches of ledger events out into deliveries, send them signed,
 retry with exponential backoff, and re-enqueue deliveries whose job was lost.
 
 Delivery is at least once: a receiver de-duplicates on the payload's `id` (also `Suppress-Event-Id`).
@@ -13,11 +13,12 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 from arq import Retry
 
 from suppress import queue
-from suppress.effects import LedgerEvent, load_event
+from suppress.effects import EffectBatch, load_event
 from suppress.ledger import checkpoint_out
 from suppress.webhooks import (
     EVENT_ID_HEADER,
@@ -33,6 +34,7 @@ from suppress.webhooks import (
     retry_delay,
     sign,
 )
+from workers.effects import AfterCommit
 
 log = logging.getLogger(__name__)
 
@@ -63,20 +65,21 @@ async def close_webhooks(ctx: dict[str, Any]) -> None:
         await client.aclose()
 
 
-async def fan_out(ctx: dict[str, Any], event: LedgerEvent) -> None:
-    """An effect: one delivery per active webhook of the tenant that takes this event's kind, each
-    enqueued. Safe to run twice: existing deliveries are neither duplicated nor enqueued again."""
-    pool, queries = ctx["pool"], ctx["queries"]
-    rows = await pool.fetch(
-        queries.create_webhook_deliveries,
-        event.tenant_id,
-        event.id,
-        event.kind,
-        event.recorded_at,
-        datetime.now(UTC),
+async def fan_out(ctx: dict[str, Any], conn: asyncpg.Connection, batch: EffectBatch) -> AfterCommit | None:
+    """An effect: one delivery per (event, active webhook of the tenant that takes the event's
+    kind), made with one statement for the batch; their jobs are enqueued once it has committed.
+    Safe to run twice: existing deliveries are neither duplicated nor enqueued again."""
+    rows = await conn.fetch(
+        ctx["queries"].create_webhook_deliveries, batch.tenant_id, batch.event_ids, datetime.now(UTC)
     )
-    for row in rows:
-        await enqueue_delivery(ctx, row["tenant_id"], row["id"])
+    if not rows:
+        return None
+    deliveries = [(row["tenant_id"], row["id"]) for row in rows]
+
+    async def enqueue_deliveries() -> None:
+        await _enqueue_many(ctx, deliveries)
+
+    return enqueue_deliveries
 
 
 async def deliver_webhook(ctx: dict[str, Any], tenant_id: int, delivery_id: int) -> str:
@@ -142,9 +145,7 @@ async def redeliver_due_webhooks(ctx: dict[str, Any]) -> int:
     rows = await pool.fetch(
         queries.due_webhook_deliveries, datetime.now(UTC) - REDELIVER_GRACE, REDELIVER_BATCH
     )
-    enqueued = 0
-    for row in rows:
-        enqueued += await enqueue_delivery(ctx, row["tenant_id"], row["id"])
+    enqueued = await _enqueue_many(ctx, [(row["tenant_id"], row["id"]) for row in rows]) if rows else 0
     if enqueued:
         log.info("re-enqueued %d due webhook deliverie(s)", enqueued)
     return enqueued
@@ -152,19 +153,25 @@ async def redeliver_due_webhooks(ctx: dict[str, Any]) -> int:
 
 async def enqueue_delivery(ctx: dict[str, Any], tenant_id: int, delivery_id: int) -> bool:
     """Enqueue one delivery's job; False (logged) when Redis does not take it."""
+    return await _enqueue_many(ctx, [(tenant_id, delivery_id)]) == 1
+
+
+async def _enqueue_many(ctx: dict[str, Any], deliveries: list[tuple[int, int]]) -> int:
+    """Enqueue the delivery jobs (a round trip per thousand); returns how many were enqueued."""
     try:
-        return await queue.enqueue(
+        return await queue.enqueue_many(
             ctx["redis"],
             queue.JOB_DELIVER_WEBHOOK,
-            tenant_id,
-            delivery_id,
-            job_id=delivery_job_id(tenant_id, delivery_id),
+            [(delivery_job_id(t, d), (t, d)) for t, d in deliveries],
         )
-    except Exception as exc:  # Redis trouble: the redelivery cron finds the delivery due
+    except Exception as exc:  # Redis trouble: the redelivery cron finds the deliveries due
         log.warning(
-            "could not enqueue webhook delivery %s/%s (%s)", tenant_id, delivery_id, type(exc).__name__
+            "could not enqueue %d webhook deliverie(s), first %s/%s (%s)",
+            len(deliveries),
+            *deliveries[0],
+            type(exc).__name__,
         )
-        return False
+        return 0
 
 
 async def _unclaimed(ctx: dict[str, Any], tenant_id: int, delivery_id: int, now: datetime) -> str:

@@ -6,17 +6,21 @@ that each name enqueued here is registered there).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 from arq import ArqRedis, Worker, create_pool
 from arq.connections import RedisSettings
+from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job
+from arq.utils import timestamp_ms
 
 from suppress.errors import Unavailable
 
 # Every job name the service enqueues. workers/settings.py must register each of them.
 JOB_EXPIRE_SUPPRESSIONS = "expire_suppressions"
-JOB_APPLY_EFFECTS = "apply_effects"
+JOB_DRAIN_EFFECTS = "drain_effects"
 JOB_SEND_SMS_REPLY = "send_sms_reply"
 JOB_APPLY_UNSUBSCRIBE = "apply_spooled_unsubscribe"
 JOB_DELIVER_WEBHOOK = "deliver_webhook"
@@ -31,7 +35,7 @@ ENQUEUED_JOBS: frozenset[str] = frozenset(
         JOB_REFRESH_HEALTH,
         JOB_PROCESS_PROVIDER_EVENTS,
         JOB_EXPIRE_SUPPRESSIONS,
-        JOB_APPLY_EFFECTS,
+        JOB_DRAIN_EFFECTS,
         JOB_SEND_SMS_REPLY,
         JOB_APPLY_UNSUBSCRIBE,
         JOB_SEAL_LEDGERS,
@@ -39,6 +43,24 @@ ENQUEUED_JOBS: frozenset[str] = frozenset(
 )
 
 Queue = ArqRedis
+
+# Jobs enqueued at once per round trip by enqueue_many.
+ENQUEUE_CHUNK = 1000
+# enqueue_many's script: what arq's enqueue_job does for one job (skip an id that is queued, running
+# or has a result; else store the job and queue it), for many jobs in one round trip.
+# ARGV: job key prefix, result key prefix, queue, then (job id, score ms, expiry ms, job) per job.
+_ENQUEUE_MANY = """
+local n = 0
+for i = 4, #ARGV, 4 do
+    local id = ARGV[i]
+    if redis.call('EXISTS', ARGV[1] .. id, ARGV[2] .. id) == 0 then
+        redis.call('PSETEX', ARGV[1] .. id, ARGV[i + 2], ARGV[i + 3])
+        redis.call('ZADD', ARGV[3], ARGV[i + 1], id)
+        n = n + 1
+    end
+end
+return n
+"""
 
 
 def redis_settings(url: str) -> RedisSettings:
@@ -59,16 +81,46 @@ async def connect(url: str) -> Queue:
 
 
 async def enqueue(
-    queue: Queue, name: str, *args: Any, job_id: str | None = None, expires: timedelta | None = None
+    queue: Queue,
+    name: str,
+    *args: Any,
+    job_id: str | None = None,
+    expires: timedelta | None = None,
+    defer: timedelta | None = None,
 ) -> bool:
     """Enqueue a registered job by name; a deterministic `job_id` makes repeats no-ops.
 
-    Returns False when a job with that id is already queued or done.
+    Returns False when a job with that id is already queued, running or done.
     """
+    _check_name(name)
+    job = await queue.enqueue_job(name, *args, _job_id=job_id, _expires=expires, _defer_by=defer)
+    return job is not None
+
+
+async def enqueue_many(queue: Queue, name: str, jobs: Sequence[tuple[str, tuple[Any, ...]]]) -> int:
+    """Enqueue many runs of one registered job, given as (job id, args), in a round trip per
+    ENQUEUE_CHUNK jobs; ids already queued, running or done are skipped as by `enqueue`.
+    Returns how many were enqueued."""
+    _check_name(name)
+    enqueued = 0
+    for start in range(0, len(jobs), ENQUEUE_CHUNK):
+        now = timestamp_ms()
+        argv: list[Any] = [job_key_prefix, result_key_prefix, queue.default_queue_name]
+        for job_id, args in jobs[start : start + ENQUEUE_CHUNK]:
+            data = serialize_job(name, args, {}, None, now, serializer=queue.job_serializer)
+            argv += [job_id, now, queue.expires_extra_ms, data]
+        enqueued += int(await queue.eval(_ENQUEUE_MANY, 0, *argv))  # type: ignore[misc]
+    return enqueued
+
+
+async def is_running(queue: Queue, job_id: str) -> bool:
+    """True while a worker runs the job with this id (or a killed worker's mark has not expired)."""
+    return bool(await queue.exists(in_progress_key_prefix + job_id))
+
+
+def _check_name(name: str) -> None:
     if name not in ENQUEUED_JOBS:
         raise ValueError(f"job {name!r} is not in queue.ENQUEUED_JOBS")
-    job = await queue.enqueue_job(name, *args, _job_id=job_id, _expires=expires)
-    return job is not None
 
 
 async def ping(queue: Queue) -> bool:

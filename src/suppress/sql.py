@@ -91,8 +91,8 @@ class Queries:
     resolve_campaign: str
     # effects.sql
     ledger_event: str
-    finish_effects: str
-    stale_pending_effects: str
+    claim_effects: str
+    tenants_with_stale_effects: str
     # unsubscribe.sql
     unsubscribe_page: str
     topic_name: str

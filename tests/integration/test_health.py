@@ -30,7 +30,7 @@ from workers.settings import EFFECTS, WorkerSettings
 
 from suppress.config import Settings
 from suppress.db import create_pool
-from suppress.effects import load_event
+from suppress.effects import EffectBatch
 from suppress.health import (
     DAILY_METRICS,
     LATENCY_BOUNDS,
@@ -70,10 +70,9 @@ async def event_ids(db: asyncpg.Connection, tenant: Tenant) -> list[int]:
 
 
 async def run_effect(ctx: dict[str, Any], tenant: Tenant, ids: list[int]) -> None:
-    for event_id in ids:
-        event = await load_event(ctx["pool"], ctx["queries"], tenant.id, event_id)
-        assert event is not None
-        await update_health(ctx, event)
+    batch = EffectBatch(tenant_id=tenant.id, event_ids=ids, claimed_at=datetime.now(UTC))
+    async with ctx["pool"].acquire() as conn, conn.transaction():
+        await update_health(ctx, conn, batch)
 
 
 async def counters(db: asyncpg.Connection, tenant: Tenant) -> dict[str, Any]:
@@ -198,7 +197,7 @@ async def test_a_real_worker_runs_the_effects_and_the_refresh(
     await check(client, tenant, ["b@example.no", "hard@example.no", "new@example.no"], campaign="autumn")
     arq = await create_arq_pool(redis_settings(settings.require_redis_url()))
     try:
-        # the API enqueued apply_effects for each event; the refresh goes through the cron's fan-out
+        # the API enqueued the tenant's effects drain; the refresh goes through the cron's fan-out
         assert await schedule_health_refresh({**ctx, "redis": arq}) >= 1
         assert not await enqueue(arq, JOB_REFRESH_HEALTH, tenant.id, job_id=refresh_job_id(tenant.id))
         worker = Worker(

@@ -33,9 +33,9 @@ from workers.webhooks import close_webhooks, deliver_webhook, fan_out, open_webh
 from suppress.app import create_app
 from suppress.config import ConfigurationError, Settings
 from suppress.db import create_pool as create_db_pool
-from suppress.effects import load_event
+from suppress.effects import EffectBatch
 from suppress.ledger import ledger_key
-from suppress.queue import ENQUEUED_JOBS, JOB_APPLY_EFFECTS, JOB_DELIVER_WEBHOOK, enqueue, redis_settings
+from suppress.queue import ENQUEUED_JOBS, JOB_DELIVER_WEBHOOK, JOB_DRAIN_EFFECTS, enqueue, redis_settings
 from suppress.sealer import seal_tenant
 from suppress.sql import Queries
 from suppress.tenants import create_tenant
@@ -182,9 +182,11 @@ async def write_consent(client: Client, tenant: Tenant, address: str) -> int:
 
 
 async def run_fan_out(ctx: dict[str, Any], tenant: Tenant, event_id: int) -> None:
-    event = await load_event(ctx["pool"], ctx["queries"], tenant.id, event_id)
-    assert event is not None
-    await fan_out(ctx, event)
+    batch = EffectBatch(tenant_id=tenant.id, event_ids=[event_id], claimed_at=datetime.now(UTC))
+    async with ctx["pool"].acquire() as conn, conn.transaction():
+        after_commit = await fan_out(ctx, conn, batch)
+    if after_commit is not None:
+        await after_commit()
 
 
 async def deliveries_of(db: asyncpg.Connection, tenant: Tenant) -> list[asyncpg.Record]:
@@ -666,8 +668,8 @@ async def test_a_real_worker_fans_out_and_delivers(
     queue_name = f"test-webhooks-worker-{secrets.token_hex(4)}"
     arq = await create_pool(redis_settings(settings.require_redis_url()), default_queue_name=queue_name)
     try:
-        # the API enqueued the effects job on the default queue too; this worker has a queue of its own
-        assert await enqueue(arq, JOB_APPLY_EFFECTS, tenant.id, event_id, job_id=f"test-{queue_name}")
+        # the API enqueued the effects drain on the default queue too; this worker has a queue of its own
+        assert await enqueue(arq, JOB_DRAIN_EFFECTS, tenant.id, job_id=f"test-{queue_name}")
         worker = Worker(
             functions=WorkerSettings.functions,
             on_startup=WorkerSettings.on_startup,

@@ -23,6 +23,7 @@ from workers.settings import WorkerSettings, shutdown, startup
 from suppress.addresses import AddressHasher
 from suppress.config import DerivedKeys, Settings
 from suppress.db import create_pool as create_db_pool
+from suppress.effects import drain_job_id
 from suppress.providers import mailgun, postmark, processing, sendgrid, ses, twilio, vonage
 from suppress.providers.inbox import events_job_id
 from suppress.providers.model import Change, ProviderSettings
@@ -545,8 +546,8 @@ async def test_provider_writes_have_effects_queued(
     event = {"event": "complained", "id": "fx", "timestamp": 1772446530.1, "recipient": "fx@example.no"}
     await pclient.post(inbound_path(provider), content=mailgun_body(key, event))
     await apply_pending(wctx, db, tenant)
-    [written] = await db.fetch("SELECT id FROM events WHERE tenant_id = $1", tenant.id)
-    assert f"effects:{tenant.id}:{written['id']}" in await queued(wctx["redis"])
+    assert len(await db.fetch("SELECT id FROM events WHERE tenant_id = $1", tenant.id)) == 1
+    assert drain_job_id(tenant.id) in await queued(wctx["redis"])
 
 
 # -- the worker: claims, failures, outages, the sweeper, pruning ----------------------------------------
