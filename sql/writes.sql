@@ -12,7 +12,9 @@ INSERT INTO recipients AS r (tenant_id, channel, address_hash, address)
 SELECT $1, i.channel, i.address_hash, i.address
 FROM unnest($2::text[], $3::bytea[], $4::text[]) AS i(channel, address_hash, address)
 ON CONFLICT (tenant_id, channel, address_hash) DO UPDATE
-SET address = CASE WHEN r.erased_at IS NULL THEN coalesce(excluded.address, r.address) END;
+SET address = excluded.address
+-- the row is locked either way; it is only rewritten when there is a new address to keep
+WHERE r.erased_at IS NULL AND excluded.address IS NOT NULL AND excluded.address IS DISTINCT FROM r.address;
 
 -- name: rewrite_projection
 -- Recompute the derived decision columns of these recipients from the rows they come from:
@@ -56,7 +58,14 @@ CROSS JOIN LATERAL (
     JOIN customers cu USING (tenant_id, customer_ref)
     WHERE ca.tenant_id = $1 AND ca.channel = i.channel AND ca.address_hash = i.address_hash
 ) c
-WHERE r.tenant_id = $1 AND r.channel = i.channel AND r.address_hash = i.address_hash;
+WHERE r.tenant_id = $1 AND r.channel = i.channel AND r.address_hash = i.address_hash
+  -- a write that changed nothing (a repeated unsubscribe, say) leaves the row as it is
+  AND (r.suppression_reasons, r.suppression_expires, r.unsubscribed_topics, r.consent_topics,
+       r.partner_consent_topics, r.consent_expires, r.collected_in_sale, r.agreement_open, r.last_purchase_at)
+      IS DISTINCT FROM
+      (coalesce(g.reasons, '{}'), coalesce(g.expires, '{}'), coalesce(g.topics, '{}'), coalesce(k.topics, '{}'),
+       coalesce(k.partner_topics, '{}'), coalesce(k.expires, '{}'), coalesce(c.collected, false),
+       coalesce(c.open, false), c.last_purchase);
 
 -- name: apply_suppressions
 -- Suppress intents: for each row, unless `only if new` and the same reason is already in force at
