@@ -14,9 +14,10 @@ retried transaction to writes that have their own statements (erasure, restricti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -153,7 +154,7 @@ class Writer:
         projection; run it all again after a deadlock or serialization failure."""
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                async with self._pool.acquire(timeout=db_timeout) as conn, conn.transaction():
+                async with self._pool.acquire(timeout=db_timeout) as conn, write_transaction(conn):
                     await lock(conn, self._q, tenant_id, addresses, db_timeout=db_timeout)
                     result = await body(conn)
                     await rewrite(conn, self._q, tenant_id, addresses, db_timeout=db_timeout)
@@ -365,7 +366,23 @@ class Writer:
         return msgspec.structs.replace(outcome, event_id=written.event_id)
 
 
-# -- locking and the projection ---------------------------------------------------------------------
+# -- the transaction, locking and the projection -----------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def write_transaction(conn: Connection) -> AsyncIterator[None]:
+    """A transaction for the write statements, begun in the same round trip as its one setting:
+    generic plans. The statements' shapes are fixed (probes per input row), so planning them again
+    for every write, as PostgreSQL may choose to for statements with array parameters, only costs."""
+    await conn.execute("BEGIN; SET LOCAL plan_cache_mode = force_generic_plan")
+    try:
+        yield
+    except BaseException:
+        if not conn.is_closed():
+            with contextlib.suppress(Exception):  # a broken connection is dropped by the pool
+                await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
 
 
 async def lock(
