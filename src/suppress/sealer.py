@@ -2,9 +2,10 @@
 
 Run by the worker every second (workers/ledger.py) and by `suppress ledger seal`. Per tenant, one
 transaction holds the tenant's sealing lock (an advisory lock: a second sealer skips the tenant
-instead of forking its checkpoints), reads the newest checkpoint and the unsealed events in id
-order, and writes the checkpoint and the events' leaf positions in one statement. Sealing picks
-"unsealed" rows, not an id range, so an event that commits late with a lower id is sealed next time.
+instead of forking its checkpoints), reads the newest checkpoint, the tenant's marks and its
+unsealed events in id order, and writes the checkpoint, one seal row per event (insert-only) and the
+marks in one statement. Unsealed means above the highest sealed id, or below it and above the
+settled mark without a seal: an event that commits late with a lower id is sealed next time.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from suppress.ledger import (
     canonical_line,
     checkpoint_body,
     checkpoint_out,
-    leaf_mac,
+    leaf_macs,
     personal_hash,
 )
 from suppress.sql import Queries
@@ -41,6 +42,24 @@ class Sealed(msgspec.Struct, frozen=True, kw_only=True):
 
     checkpoint: Checkpoint
     deliveries: list[int]
+
+
+class _Marks(msgspec.Struct, frozen=True, kw_only=True):
+    """What the seal writes into the tenant's marks: the settled id and a new pending one (or None)."""
+
+    settled: int
+    pending: int | None
+
+
+def _next_marks(state: asyncpg.Record, truncated: bool) -> _Marks:
+    """Settle the pending mark when no transaction that could hold a lower id is left and this
+    seal reads everything up to it; otherwise keep waiting on it (a fresh one would never settle
+    under steady load)."""
+    if state["pending"] is None:
+        return _Marks(settled=state["settled"], pending=state["last_id"])
+    if state["quiet"] and not truncated:
+        return _Marks(settled=max(state["settled"], state["pending"]), pending=state["last_id"])
+    return _Marks(settled=state["settled"], pending=None)
 
 
 async def seal_tenant(
@@ -59,12 +78,19 @@ async def seal_tenant(
             assert lock is not None
             if not lock["locked"]:
                 return made
-            rows = await conn.fetch(queries.ledger_unsealed_events, tenant_id, max_size)
+            # the state (and whether the pending mark can settle) before the events: see ledger_seal_state
+            state = await conn.fetchrow(queries.ledger_seal_state, tenant_id)
+            assert state is not None
+            rows = await conn.fetch(
+                queries.ledger_unsealed_events, tenant_id, state["settled"], state["sealed_high"], max_size
+            )
+            marks = _next_marks(state, truncated=len(rows) >= max_size)
             if not rows:
+                if state["settled"] < state["sealed_high"] and (marks.pending is not None):
+                    await conn.execute(queries.ledger_settle, tenant_id, marks.settled, marks.pending)
                 return made
-            last = await conn.fetchrow(queries.ledger_last_checkpoint, tenant_id)
-            seq = 1 if last is None else last["seq"] + 1
-            previous = GENESIS if last is None else body_hash(body_of(last))
+            seq = 1 if state["seq"] is None else state["seq"] + 1
+            previous = GENESIS if state["seq"] is None else body_hash(body_of(state))
             personal = [
                 bytes(r["personal_hash"])
                 if r["personal_hash"] is not None
@@ -88,10 +114,11 @@ async def seal_tenant(
                 lock["now"],
                 mac,
                 [r["id"] for r in rows],
-                list(range(len(rows))),
                 personal,
                 leaves,
-                [leaf_mac(key, tenant_id, seq, i, leaf) for i, leaf in enumerate(leaves)],
+                leaf_macs(key, tenant_id, seq, leaves),
+                marks.settled,
+                marks.pending,
             )
             assert result is not None
             if result["sealed"] != len(rows):  # cannot happen under the lock; never store a short tree
