@@ -118,13 +118,18 @@ async def seal_delays(pool: asyncpg.Pool, first: int, last: int) -> list[float]:
     """Seconds from recorded_at to the sealing checkpoint's created_at, per event in (first, last]."""
     for _ in range(30):  # the sealer finishes the run's tail within a second or two
         if not await pool.fetchval(
-            "SELECT count(*) FROM events WHERE id > $1 AND id <= $2 AND checkpoint_seq IS NULL", first, last
+            "SELECT count(*) FROM events e WHERE id > $1 AND id <= $2 AND NOT EXISTS"
+            " (SELECT 1 FROM event_seals s WHERE s.tenant_id = e.tenant_id AND s.event_id = e.id)",
+            first,
+            last,
         ):
             break
         await asyncio.sleep(0.5)
     rows = await pool.fetch(
         """SELECT extract(epoch FROM c.created_at - e.recorded_at)::float8 AS delay
-           FROM events e JOIN ledger_checkpoints c ON c.tenant_id = e.tenant_id AND c.seq = e.checkpoint_seq
+           FROM events e
+           JOIN event_seals s ON s.tenant_id = e.tenant_id AND s.event_id = e.id
+           JOIN ledger_checkpoints c ON c.tenant_id = s.tenant_id AND c.seq = s.checkpoint_seq
            WHERE e.id > $1 AND e.id <= $2""",
         first,
         last,

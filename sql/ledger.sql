@@ -69,25 +69,18 @@ LIMIT $4;
 
 -- name: ledger_seal
 -- Store checkpoint $2 of tenant $1 ($3 tree size, $4/$5 first/last event id, $6 root, $7 previous
--- checkpoint's hash, $8 created at, $9 MAC), its events' seals (parallel arrays in leaf order: $10
--- event id, $11 personal hash, $12 leaf hash, $13 leaf MAC), the tenant's marks ($14 settled, $15
--- a new pending mark read before this statement, or NULL to keep it), and queue a `ledger.checkpoint`
--- delivery for every active webhook that takes it. Returns how many events were sealed and the
--- new deliveries.
+-- checkpoint's hash, $8 created at, $9 MAC), move the tenant's marks ($5 the highest id sealed,
+-- $10 settled, $11 a new pending mark read before this statement, or NULL to keep it), and queue a
+-- `ledger.checkpoint` delivery for every active webhook that takes it. Returns the new deliveries.
+-- (The checkpoint's event_seals rows are COPYed in the same transaction: sealer.py.)
 WITH checkpoint AS (
     INSERT INTO ledger_checkpoints (tenant_id, seq, tree_size, first_event_id, last_event_id, root, previous,
                                     created_at, mac)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
     RETURNING seq
-), sealed AS (
-    INSERT INTO event_seals (tenant_id, event_id, checkpoint_seq, leaf_index, leaf_hash, leaf_mac, personal_hash)
-    SELECT $1, s.event_id, (SELECT seq FROM checkpoint), s.n - 1, s.leaf_hash, s.leaf_mac, s.personal_hash
-    FROM unnest($10::bigint[], $11::bytea[], $12::bytea[], $13::bytea[])
-         WITH ORDINALITY AS s (event_id, personal_hash, leaf_hash, leaf_mac, n)
-    RETURNING 1
 ), marks AS (
     INSERT INTO ledger_marks AS m (tenant_id, sealed_high, settled, pending, pending_at)
-    VALUES ($1, $5, $14, $15, CASE WHEN $15::bigint IS NOT NULL THEN clock_timestamp() END)
+    VALUES ($1, $5, $10, $11, CASE WHEN $11::bigint IS NOT NULL THEN clock_timestamp() END)
     ON CONFLICT (tenant_id) DO UPDATE
     SET sealed_high = greatest(m.sealed_high, excluded.sealed_high), settled = greatest(m.settled, excluded.settled),
         pending = coalesce(excluded.pending, m.pending), pending_at = coalesce(excluded.pending_at, m.pending_at)
@@ -99,8 +92,7 @@ WITH checkpoint AS (
     ORDER BY w.id
     RETURNING id
 )
-SELECT (SELECT count(*) FROM sealed) AS sealed,
-       (SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM deliveries) AS deliveries;
+SELECT coalesce(array_agg(id ORDER BY id), '{}') AS deliveries FROM deliveries;
 
 -- name: ledger_settle
 -- Move a tenant's marks on when nothing was sealed ($2 settled, $3 the new pending mark as in

@@ -44,6 +44,30 @@ class Sealed(msgspec.Struct, frozen=True, kw_only=True):
     deliveries: list[int]
 
 
+# One seal per event, COPYed in the checkpoint's transaction (event_seals, migration 0009).
+SEAL_COLUMNS = [
+    "tenant_id",
+    "event_id",
+    "checkpoint_seq",
+    "leaf_index",
+    "leaf_hash",
+    "leaf_mac",
+    "personal_hash",
+]
+
+
+def _leaves(rows: list[asyncpg.Record]) -> tuple[list[bytes], list[bytes]]:
+    """Each event's personal hash (kept from the legacy chain, or computed now) and leaf hash."""
+    personal: list[bytes] = []
+    leaves: list[bytes] = []
+    for row in rows:
+        stored = row["personal_hash"]
+        digest = bytes(stored) if stored is not None else personal_hash(row["personal_text"])
+        personal.append(digest)
+        leaves.append(merkle.leaf_hash(canonical_line(row, digest)))
+    return personal, leaves
+
+
 class _Marks(msgspec.Struct, frozen=True, kw_only=True):
     """What the seal writes into the tenant's marks: the settled id and a new pending one (or None)."""
 
@@ -86,23 +110,17 @@ async def seal_tenant(
             )
             marks = _next_marks(state, truncated=len(rows) >= max_size)
             if not rows:
-                if state["settled"] < state["sealed_high"] and (marks.pending is not None):
+                if state["settled"] < state["sealed_high"] and marks.pending is not None:
                     await conn.execute(queries.ledger_settle, tenant_id, marks.settled, marks.pending)
                 return made
             seq = 1 if state["seq"] is None else state["seq"] + 1
             previous = GENESIS if state["seq"] is None else body_hash(body_of(state))
-            personal = [
-                bytes(r["personal_hash"])
-                if r["personal_hash"] is not None
-                else personal_hash(r["personal_text"])
-                for r in rows
-            ]
-            leaves = [merkle.leaf_hash(canonical_line(r, p)) for r, p in zip(rows, personal, strict=True)]
+            personal, leaves = _leaves(rows)
             root = merkle.root(leaves)
             first, final = rows[0]["id"], rows[-1]["id"]
             body = checkpoint_body(tenant_id, seq, len(rows), first, final, root, previous, lock["now"])
             mac = body_mac(key, body)
-            result = await conn.fetchrow(
+            deliveries = await conn.fetchval(
                 queries.ledger_seal,
                 tenant_id,
                 seq,
@@ -113,16 +131,20 @@ async def seal_tenant(
                 previous,
                 lock["now"],
                 mac,
-                [r["id"] for r in rows],
-                personal,
-                leaves,
-                leaf_macs(key, tenant_id, seq, leaves),
                 marks.settled,
                 marks.pending,
             )
-            assert result is not None
-            if result["sealed"] != len(rows):  # cannot happen under the lock; never store a short tree
-                raise RuntimeError(f"tenant {tenant_id}: {result['sealed']} of {len(rows)} events sealed")
+            macs = leaf_macs(key, tenant_id, seq, leaves)
+            status = await conn.copy_records_to_table(
+                "event_seals",
+                columns=SEAL_COLUMNS,
+                records=[
+                    (tenant_id, r["id"], seq, i, leaf, leaf_mac, p)
+                    for i, (r, p, leaf, leaf_mac) in enumerate(zip(rows, personal, leaves, macs, strict=True))
+                ],
+            )
+            if status != f"COPY {len(rows)}":  # cannot happen under the lock; never store a short tree
+                raise RuntimeError(f"tenant {tenant_id}: {status} of {len(rows)} seals")
             stored = {
                 "tenant_id": tenant_id,
                 "seq": seq,
@@ -134,7 +156,7 @@ async def seal_tenant(
                 "created_at": lock["now"],
                 "mac": mac,
             }
-            made.append(Sealed(checkpoint=checkpoint_out(stored), deliveries=list(result["deliveries"])))
+            made.append(Sealed(checkpoint=checkpoint_out(stored), deliveries=list(deliveries)))
         if len(rows) < max_size:
             return made
 
