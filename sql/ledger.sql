@@ -45,24 +45,19 @@ LEFT JOIN ledger_marks m ON m.tenant_id = t.tenant_id;
 -- name: ledger_unsealed_events
 -- Up to $4 of a tenant's unsealed events in id order, with every field the canonical line uses:
 -- those above its highest sealed id $3, and late commits between its settled mark $2 and $3.
+-- The late ones are a set difference of two range scans, then looked up by id: no plan can turn
+-- it into a scan of the whole ledger or a join that probes the range once per row.
+WITH late AS (
+    SELECT id FROM events WHERE tenant_id = $1 AND id > $2 AND id <= $3
+    EXCEPT
+    SELECT event_id FROM event_seals WHERE tenant_id = $1 AND event_id > $2 AND event_id <= $3
+)
 SELECT tenant_id, id, channel, address_hash, kind, topic_id, campaign_id, source, actor, occurred_at,
-       recorded_at, data_text, personal_text, personal_hash
+       recorded_at, data::text AS data_text, personal::text AS personal_text, personal_hash
 FROM (
-    (SELECT tenant_id, id, channel, address_hash, kind, topic_id, campaign_id, source, actor, occurred_at,
-            recorded_at, data::text AS data_text, personal::text AS personal_text, personal_hash
-     FROM events
-     WHERE tenant_id = $1 AND id > $3
-     ORDER BY id
-     LIMIT $4)
+    (SELECT * FROM events WHERE tenant_id = $1 AND id > $3 ORDER BY id LIMIT $4)
     UNION ALL
-    (SELECT e.tenant_id, e.id, e.channel, e.address_hash, e.kind, e.topic_id, e.campaign_id, e.source, e.actor,
-            e.occurred_at, e.recorded_at, e.data::text, e.personal::text, e.personal_hash
-     FROM events e
-     WHERE e.tenant_id = $1 AND e.id > $2 AND e.id <= $3
-       AND NOT EXISTS (SELECT 1 FROM event_seals s
-                       WHERE s.tenant_id = $1 AND s.event_id = e.id AND s.event_id > $2 AND s.event_id <= $3)
-     ORDER BY e.id
-     LIMIT $4)
+    (SELECT * FROM events WHERE tenant_id = $1 AND id = ANY (ARRAY(SELECT id FROM late)))
 ) unsealed
 ORDER BY id
 LIMIT $4;
