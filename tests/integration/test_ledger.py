@@ -748,3 +748,29 @@ async def test_events_sealed_before_0009_move_to_seals_and_stay_verifiable(
         await conn.close()
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def test_an_open_transaction_holds_the_settled_mark_below_its_id(
+    db: asyncpg.Connection, tenant: Tenant, queries: Queries, database_url: str
+) -> None:
+    insert = """INSERT INTO events (tenant_id, channel, address_hash, kind, source, occurred_at)
+                VALUES ($1, 'email', $2, 'consent_given', 'api', now()) RETURNING id"""
+    settled = "SELECT settled FROM ledger_marks WHERE tenant_id = $1"
+    late = await asyncpg.connect(database_url)
+    try:
+        tx = late.transaction()
+        await tx.start()
+        late_id = await late.fetchval(insert, tenant.id, b"\x01")
+        for i in range(3):  # seals keep coming while it is open; none may settle past it
+            await db.fetchval(insert, tenant.id, bytes([2 + i]))
+            assert len(await seal(db, queries, tenant)) == 1
+            assert await db.fetchval(settled, tenant.id) < late_id
+        await tx.commit()
+    finally:
+        await late.close()
+    [sealed] = await seal(db, queries, tenant)
+    assert (sealed.checkpoint.first_event_id, sealed.checkpoint.tree_size) == (late_id, 1)
+    assert await seal(db, queries, tenant) == []  # now it settles past everything
+    assert await db.fetchval(settled, tenant.id) >= sealed.checkpoint.last_event_id
+    result = await verify(db, queries, tenant)
+    assert result.ok and result.unsealed == 0 and result.checkpoints == 4, result
