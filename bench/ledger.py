@@ -2,12 +2,14 @@
 an event waits to be sealed, in one run on one database.
 
     uv run python bench/ledger.py [--quick] [--writers 16] [--seconds 8] [--runs 5] [--tenants 1]
+                                  [--backlog 100000]
 
-Each append is the real write (`upsert_suppression`: event + suppression + projection) from
-`--writers` concurrent connections, for `--seconds` per run. "Sealing on" runs the sealer the way a
-worker does (`seal_all` once a second, in a process of its own); "off" runs nothing else — the
-baseline, measured in the same run, interleaved with "on" so drift hits both alike. Seal delay is,
-per event written while sealing is on, its checkpoint's `created_at` minus its `recorded_at`.
+Each append is the real write (`apply_order`, the one write path: event + suppression +
+projection) from `--writers` concurrent connections, for `--seconds` per run. "Sealing on" runs the
+sealer the way a worker does (`seal_all` once a second, in a process of its own); "off" runs nothing
+else — the baseline, measured in the same run, interleaved with "on" so drift hits both alike. Seal
+delay is, per event written while sealing is on, its checkpoint's `created_at` minus its
+`recorded_at`. The sealer alone is timed on a backlog of `--backlog` events inserted at once.
 Uses its own database `suppress_bench_ledger` on SUPPRESS_BENCH_DATABASE_URL (default
 postgresql://postgres@127.0.0.1:5432/postgres); never `test`.
 """
@@ -33,6 +35,7 @@ from suppress.ledger import ledger_key
 from suppress.migrate import migrate
 from suppress.sealer import seal_all
 from suppress.sql import load_queries
+from suppress.unsubscribe import UnsubscribeOrder, apply_order
 
 DATABASE = "suppress_bench_ledger"
 RESULTS = Path(__file__).resolve().parent / "results" / "ledger.md"
@@ -65,8 +68,12 @@ async def sealer_loop(dsn: str) -> None:
     """What the worker's cron does: seal every tenant at the start of each second, until killed."""
     pool = await create_pool(dsn, size=1)
     queries, key = load_queries(), ledger_key(SECRET)
+    ready = False
     while True:
         await seal_all(pool, queries, key)
+        if not ready:  # the backlog of the previous "off" run is sealed: the measured run may start
+            print("ready", flush=True)
+            ready = True
         await asyncio.sleep(1 - time.time() % 1)
 
 
@@ -86,24 +93,18 @@ async def write_for(
         i = 0
         while time.perf_counter() < deadline:
             address = f"{run}-w{w}-{i}@example.no"
-            await pool.execute(
-                queries.upsert_suppression,
-                tenant_ids[(w + i) % len(tenant_ids)],
-                "email",
-                hasher.hash("email", address),
-                address,
-                0,
-                "unsubscribed",
-                None,
-                None,
-                None,
-                "one_click",
-                "recipient",
-                now,
-                {"ip": "192.0.2.1"},
-                "unsubscribed",
-                True,
+            order = UnsubscribeOrder(
+                tenant_id=tenant_ids[(w + i) % len(tenant_ids)],
+                channel="email",
+                address_hash=hasher.hash("email", address),
+                topic_id=0,
+                campaign_id=None,
+                source="one_click",
+                requested_at=now,
+                token_issued_at=int(now.timestamp()),
+                ip="192.0.2.1",
             )
+            await apply_order(pool, queries, order)
             i += 1
         counts[w] = i
 
@@ -118,13 +119,18 @@ async def seal_delays(pool: asyncpg.Pool, first: int, last: int) -> list[float]:
     """Seconds from recorded_at to the sealing checkpoint's created_at, per event in (first, last]."""
     for _ in range(30):  # the sealer finishes the run's tail within a second or two
         if not await pool.fetchval(
-            "SELECT count(*) FROM events WHERE id > $1 AND id <= $2 AND checkpoint_seq IS NULL", first, last
+            "SELECT count(*) FROM events e WHERE id > $1 AND id <= $2 AND NOT EXISTS"
+            " (SELECT 1 FROM event_seals s WHERE s.tenant_id = e.tenant_id AND s.event_id = e.id)",
+            first,
+            last,
         ):
             break
         await asyncio.sleep(0.5)
     rows = await pool.fetch(
         """SELECT extract(epoch FROM c.created_at - e.recorded_at)::float8 AS delay
-           FROM events e JOIN ledger_checkpoints c ON c.tenant_id = e.tenant_id AND c.seq = e.checkpoint_seq
+           FROM events e
+           JOIN event_seals s ON s.tenant_id = e.tenant_id AND s.event_id = e.id
+           JOIN ledger_checkpoints c ON c.tenant_id = s.tenant_id AND c.seq = s.checkpoint_seq
            WHERE e.id > $1 AND e.id <= $2""",
         first,
         last,
@@ -135,6 +141,24 @@ async def seal_delays(pool: asyncpg.Pool, first: int, last: int) -> list[float]:
 def _p(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def backlog_rate(pool: asyncpg.Pool, events: int) -> float:
+    """The sealer alone: events/s for `seal_all` over a backlog of `events` unsealed events shaped
+    like the ones `apply_order` writes, spread over the tenants (inserted in one statement)."""
+    await pool.execute(
+        """INSERT INTO events (tenant_id, channel, address_hash, kind, source, actor, occurred_at, data,
+                               personal)
+           SELECT t.ids[1 + i % cardinality(t.ids)], 'email', sha256(int8send(i)), 'unsubscribed',
+                  'one_click', 'recipient', now(),
+                  jsonb_build_object('spooled', false, 'requested_at', now(), 'token_issued_at', now()),
+                  '{"ip": "192.0.2.1"}'
+           FROM generate_series(1, $1::bigint) i, (SELECT array_agg(id ORDER BY id) AS ids FROM tenants) t""",
+        events,
+    )
+    started = time.perf_counter()
+    await seal_all(pool, load_queries(), ledger_key(SECRET))
+    return events / (time.perf_counter() - started)
 
 
 async def measure(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -148,9 +172,12 @@ async def measure(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
                 sealer = None
                 if sealing:
                     sealer = await asyncio.create_subprocess_exec(
-                        sys.executable, __file__, "--sealer", dsn, stdout=asyncio.subprocess.DEVNULL
+                        sys.executable, __file__, "--sealer", dsn, stdout=asyncio.subprocess.PIPE
                     )
-                    await asyncio.sleep(1.5)  # seal the backlog of the previous "off" run first
+                    # seal the backlog of the previous "off" run first (a fixed wait is too short
+                    # when the machine is loaded: starting Python alone can take seconds)
+                    assert sealer.stdout is not None
+                    await asyncio.wait_for(sealer.stdout.readline(), timeout=120)
                 try:
                     rate, first, last = await write_for(
                         pool, args.writers, args.seconds, args.tenants, f"r{run}{'s' if sealing else 'n'}"
@@ -164,11 +191,7 @@ async def measure(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
                     if sealer is not None:
                         sealer.terminate()
                         await sealer.wait()
-        # the sealer alone: a backlog written with sealing off, then sealed in one go
-        _, first, last = await write_for(pool, args.writers, args.seconds, args.tenants, "backlog")
-        started = time.perf_counter()
-        await seal_all(pool, load_queries(), ledger_key(SECRET))
-        seal_rate = (last - first) / (time.perf_counter() - started)
+        seal_rate = await backlog_rate(pool, args.backlog)
     finally:
         await pool.close()
     on, off = statistics.median(rates[True]), statistics.median(rates[False])
@@ -200,7 +223,8 @@ def render(result: dict[str, Any], args: argparse.Namespace) -> str:
             f"| on, once a second | {on:,.0f} | {ratio:.2f} | {result['p99']:.2f} s "
             f"| {result['max']:.2f} s |",
             "",
-            f"One sealer alone seals a backlog at {result['seal_rate']:,.0f} events/s.",
+            f"One sealer alone seals a backlog of {args.backlog:,} events at "
+            f"{result['seal_rate']:,.0f} events/s.",
             f"runs on: {', '.join(f'{r:,.0f}' for r in result['rates_on'])}; "
             f"off: {', '.join(f'{r:,.0f}' for r in result['rates_off'])}; "
             f"p99 per run: {', '.join(f'{d:.2f}' for d in result['p99s'])} s",
@@ -219,6 +243,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--tenants", type=int, default=1)
+    parser.add_argument("--backlog", type=int, default=100_000, help="events for the sealer-alone rate")
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     args = parser.parse_args()
     if args.quick:

@@ -83,6 +83,18 @@ def leaf_mac(key: bytes, tenant_id: int, checkpoint_seq: int, index: int, leaf: 
     return hmac.new(key, label + leaf, hashlib.sha256).digest()
 
 
+def leaf_macs(key: bytes, tenant_id: int, checkpoint_seq: int, leaves: list[bytes]) -> list[bytes]:
+    """leaf_mac of each leaf of one checkpoint, in leaf order (the key is set up once)."""
+    keyed = hmac.new(key, digestmod=hashlib.sha256)
+    prefix = f"suppress ledger leaf v1\n{tenant_id}\n{checkpoint_seq}\n"
+    macs = []
+    for index, leaf in enumerate(leaves):
+        mac = keyed.copy()
+        mac.update(f"{prefix}{index}\n".encode() + leaf)
+        macs.append(mac.digest())
+    return macs
+
+
 class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
     """One sealed batch of a tenant's events, as the API and webhooks hand it out (hex hashes)."""
 

@@ -112,8 +112,10 @@ class Queries:
     ledger_unsealed_tenants: str
     ledger_seal_lock: str
     ledger_last_checkpoint: str
+    ledger_seal_state: str
     ledger_unsealed_events: str
     ledger_seal: str
+    ledger_settle: str
     ledger_checkpoints_after: str
     ledger_checkpoint: str
     ledger_events_by_id: str

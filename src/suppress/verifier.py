@@ -5,13 +5,15 @@ Re-derives every canonical line and leaf, every checkpoint's root and body, and 
 
 - leaves run 0, 1, 2, ... in increasing event id, each event's personal fields match its hash;
 - each leaf hash matches the event's fields, and with the key, its leaf MAC (names a rewritten event);
+- every seal has its event (a deleted event leaves its seal behind);
 - each checkpoint holds exactly its tree size of events and their tree has its root;
 - against checkpoints the tenant kept (a file of what the API or webhooks gave it): the same root,
   and the same checkpoint — which needs no trust in the database's checkpoint table, nor the key;
 - checkpoints run 1, 2, 3, ..., each naming the previous one's hash, each with a valid MAC (key);
 - every event the legacy per-lane chains (migration 0004) hold still chains by the old rules.
 
-Events not sealed yet are counted, not judged: the sealer closes them within about a second.
+Events not sealed yet are counted, not judged: the sealer closes them within about a second —
+unless one lies at or below the tenant's settled mark, where the sealer never looks again.
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ async def _sealed(conn: Conn, queries: Queries, tenant_id: int) -> AsyncIterator
 
 
 def _check_event(row: asyncpg.Record, index: int, previous_id: int | None, key: bytes | None) -> bytes:
-    """One sealed event against its position; returns its recomputed leaf hash."""
+    """One seal and its event against its position; returns its recomputed leaf hash."""
     event, seq = row["id"], row["checkpoint_seq"]
     if row["leaf_index"] != index:
         raise Broken(
@@ -118,6 +120,10 @@ def _check_event(row: asyncpg.Record, index: int, previous_id: int | None, key: 
     if previous_id is not None and event <= previous_id:
         raise Broken(
             f"checkpoint {seq}: leaves out of event order: events were reordered", event=event, checkpoint=seq
+        )
+    if not row["found"]:
+        raise Broken(
+            f"checkpoint {seq}: leaf {index}'s event is gone: it was deleted", event=event, checkpoint=seq
         )
     personal = row["personal_text"]
     if personal is not None and hashlib.sha256(personal.encode()).digest() != bytes(row["personal_hash"]):
@@ -257,6 +263,12 @@ async def verify_ledger(
         try:
             legacy = await _verify_legacy(conn, queries, tenant_id)
             events, checkpoints, head = await _verify_sealed(conn, queries, tenant_id, key, kept)
+            if unsealed["below_settled"] is not None:
+                raise Broken(
+                    "the event is not sealed but its id is below the settled mark, which the sealer "
+                    "never reads again: it was inserted with an old id, or its seal was removed",
+                    event=unsealed["below_settled"],
+                )
         except Broken as broken:
             return VerifyResult(
                 ok=False,

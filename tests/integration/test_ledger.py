@@ -19,7 +19,16 @@ from litestar.testing import AsyncTestClient
 
 from suppress import merkle
 from suppress.config import ENV_VARS
-from suppress.ledger import body_hash, canonical_line, checkpoint_body, ledger_key
+from suppress.ledger import (
+    GENESIS,
+    body_hash,
+    body_mac,
+    canonical_line,
+    checkpoint_body,
+    leaf_mac,
+    ledger_key,
+    personal_hash,
+)
 from suppress.sealer import Sealed, seal_tenant
 from suppress.sql import Queries
 from suppress.verifier import VerifyResult, load_kept, verify_ledger
@@ -48,6 +57,16 @@ async def verify(
     return await verify_ledger(db, queries, tenant.id, key=key, kept=kept)
 
 
+async def unsealed_count(db: asyncpg.Connection, tenant_id: int) -> int:
+    """Events of the tenant without a seal row."""
+    count: int = await db.fetchval(
+        "SELECT count(*) FROM events e WHERE tenant_id = $1"
+        " AND NOT EXISTS (SELECT 1 FROM event_seals s WHERE s.tenant_id = e.tenant_id AND s.event_id = e.id)",
+        tenant_id,
+    )
+    return count
+
+
 async def two_checkpoints(db: asyncpg.Connection, client: Client, tenant: Tenant, queries: Queries) -> None:
     await some_history(client, tenant)
     assert len(await seal(db, queries, tenant)) == 1
@@ -74,8 +93,9 @@ async def test_appends_are_plain_and_sealed_into_verifiable_checkpoints(
         and result.head == sealed.checkpoint.hash
     )
     rows = await db.fetch(
-        "SELECT id, lane, seq, prev_hash, hash, checkpoint_seq, leaf_index FROM events WHERE tenant_id = $1"
-        " ORDER BY id",
+        "SELECT e.id, e.lane, e.seq, e.prev_hash, e.hash, s.checkpoint_seq, s.leaf_index FROM events e"
+        " LEFT JOIN event_seals s ON s.tenant_id = e.tenant_id AND s.event_id = e.id"
+        " WHERE e.tenant_id = $1 ORDER BY e.id",
         tenant.id,
     )
     assert all(
@@ -92,7 +112,8 @@ async def test_personal_fields_live_apart_and_hashed(
     assert row is not None and "note" not in row["data"] and "called support" in row["personal"]
     await seal(db, queries, tenant)
     row = await db.fetchrow(
-        "SELECT personal_hash = sha256(convert_to(personal::text, 'UTF8')) AS ok FROM events WHERE tenant_id = $1",
+        "SELECT s.personal_hash = sha256(convert_to(e.personal::text, 'UTF8')) AS ok FROM events e"
+        " JOIN event_seals s ON s.tenant_id = e.tenant_id AND s.event_id = e.id WHERE e.tenant_id = $1",
         tenant.id,
     )
     assert row is not None and row["ok"]
@@ -123,8 +144,14 @@ async def test_only_rows_with_personal_keys_call_the_safety_net(
 
 Tamper = Callable[[asyncpg.Connection, int], Awaitable[None]]
 
-# The first event of the first checkpoint.
-FIRST = "tenant_id = $1 AND checkpoint_seq = 1 AND leaf_index = 0"
+# The seal of the first event of the first checkpoint, and that event.
+FIRST_SEAL = "tenant_id = $1 AND checkpoint_seq = 1 AND leaf_index = 0"
+FIRST = f"tenant_id = $1 AND id = (SELECT event_id FROM event_seals WHERE {FIRST_SEAL})"
+# The seal of the last event of the second checkpoint.
+NEWEST_SEAL = (
+    "tenant_id = $1 AND checkpoint_seq = 2"
+    " AND leaf_index = (SELECT tree_size - 1 FROM ledger_checkpoints WHERE tenant_id = $1 AND seq = 2)"
+)
 
 
 async def _alter_data(db: asyncpg.Connection, t: int) -> None:
@@ -150,51 +177,54 @@ async def _alter_personal(db: asyncpg.Connection, t: int) -> None:
 async def _move(db: asyncpg.Connection, t: int) -> None:
     # into the second checkpoint, after its last leaf
     await db.execute(
-        "UPDATE events SET checkpoint_seq = 2, leaf_index = (SELECT tree_size FROM ledger_checkpoints"
-        f" WHERE tenant_id = $1 AND seq = 2) WHERE {FIRST}",
+        "UPDATE event_seals SET checkpoint_seq = 2, leaf_index = (SELECT tree_size FROM ledger_checkpoints"
+        f" WHERE tenant_id = $1 AND seq = 2) WHERE {FIRST_SEAL}",
         t,
     )
 
 
 async def _unseal(db: asyncpg.Connection, t: int) -> None:
-    await db.execute(
-        f"UPDATE events SET checkpoint_seq = NULL, leaf_index = NULL, leaf_hash = NULL, leaf_mac = NULL WHERE {FIRST}",
-        t,
-    )
+    await db.execute(f"DELETE FROM event_seals WHERE {FIRST_SEAL}", t)
 
 
 async def _delete_first(db: asyncpg.Connection, t: int) -> None:
+    # the event and its seal: the leaves after it move up
+    await db.execute(f"DELETE FROM events WHERE {FIRST}", t)
+    await db.execute(f"DELETE FROM event_seals WHERE {FIRST_SEAL}", t)
+
+
+async def _delete_first_event_only(db: asyncpg.Connection, t: int) -> None:
     await db.execute(f"DELETE FROM events WHERE {FIRST}", t)
 
 
 async def _delete_newest(db: asyncpg.Connection, t: int) -> None:
     await db.execute(
-        "DELETE FROM events WHERE tenant_id = $1 AND checkpoint_seq = 2"
-        " AND leaf_index = (SELECT tree_size - 1 FROM ledger_checkpoints WHERE tenant_id = $1 AND seq = 2)",
+        f"DELETE FROM events WHERE tenant_id = $1 AND id = (SELECT event_id FROM event_seals WHERE {NEWEST_SEAL})",
         t,
     )
+    await db.execute(f"DELETE FROM event_seals WHERE {NEWEST_SEAL}", t)
 
 
 async def _swap(db: asyncpg.Connection, t: int) -> None:
-    await db.execute(
-        "UPDATE events SET leaf_index = -1 - leaf_index WHERE tenant_id = $1 AND checkpoint_seq = 1 AND leaf_index IN (0, 1)",
-        t,
-    )
-    await db.execute(
-        "UPDATE events SET leaf_index = CASE leaf_index WHEN -1 THEN 1 ELSE 0 END"
-        " WHERE tenant_id = $1 AND checkpoint_seq = 1 AND leaf_index < 0",
-        t,
-    )
+    for from_, to in ((0, 1_000_000), (1, 0), (1_000_000, 1)):
+        await db.execute(
+            "UPDATE event_seals SET leaf_index = $3 WHERE tenant_id = $1 AND checkpoint_seq = 1 AND leaf_index = $2",
+            t,
+            from_,
+            to,
+        )
 
 
 async def _insert_forged(db: asyncpg.Connection, t: int) -> None:
     # a forged event slipped into a sealed checkpoint with plausible but wrong hashes
     await db.execute(
-        """INSERT INTO events (tenant_id, channel, address_hash, kind, source, occurred_at, data, personal_hash,
-                               checkpoint_seq, leaf_index, leaf_hash, leaf_mac)
-           SELECT $1, 'email', '\\x00', 'consent_given', 'api', now(), '{}', sha256(''::bytea), 1, tree_size,
-                  sha256('x'::bytea), sha256('y'::bytea)
-           FROM ledger_checkpoints WHERE tenant_id = $1 AND seq = 1""",
+        """WITH forged AS (
+               INSERT INTO events (tenant_id, channel, address_hash, kind, source, occurred_at, data)
+               VALUES ($1, 'email', '\\x00', 'consent_given', 'api', now(), '{}') RETURNING tenant_id, id
+           )
+           INSERT INTO event_seals (tenant_id, event_id, checkpoint_seq, leaf_index, leaf_hash, leaf_mac, personal_hash)
+           SELECT f.tenant_id, f.id, 1, c.tree_size, sha256('x'::bytea), sha256('y'::bytea), sha256(''::bytea)
+           FROM forged f JOIN ledger_checkpoints c ON c.tenant_id = f.tenant_id AND c.seq = 1""",
         t,
     )
 
@@ -226,6 +256,7 @@ async def _break_chain(db: asyncpg.Connection, t: int) -> None:
         (_move, 1, True),
         (_unseal, 1, True),
         (_delete_first, 1, True),
+        (_delete_first_event_only, 1, True),
         (_delete_newest, 2, False),
         (_swap, 1, True),
         (_insert_forged, 1, True),
@@ -266,15 +297,20 @@ async def _rewrite_and_rehash(db: asyncpg.Connection, queries: Queries, tenant_i
     previous = bytes(32)
     for cp in await db.fetch("SELECT * FROM ledger_checkpoints WHERE tenant_id = $1 ORDER BY seq", tenant_id):
         rows = await db.fetch(
-            "SELECT *, data::text AS data_text FROM events WHERE tenant_id = $1 AND checkpoint_seq = $2"
-            " ORDER BY leaf_index",
+            "SELECT e.tenant_id, e.id, e.channel, e.address_hash, e.kind, e.topic_id, e.campaign_id, e.source,"
+            " e.actor, e.occurred_at, e.recorded_at, e.data::text AS data_text, s.personal_hash FROM events e"
+            " JOIN event_seals s ON s.tenant_id = e.tenant_id AND s.event_id = e.id"
+            " WHERE e.tenant_id = $1 AND s.checkpoint_seq = $2 ORDER BY s.leaf_index",
             tenant_id,
             cp["seq"],
         )
         leaves = [merkle.leaf_hash(canonical_line(r)) for r in rows]
         for r, leaf in zip(rows, leaves, strict=True):
             await db.execute(
-                "UPDATE events SET leaf_hash = $3 WHERE tenant_id = $1 AND id = $2", tenant_id, r["id"], leaf
+                "UPDATE event_seals SET leaf_hash = $3 WHERE tenant_id = $1 AND event_id = $2",
+                tenant_id,
+                r["id"],
+                leaf,
             )
         root = merkle.root(leaves)
         await db.execute(
@@ -363,12 +399,7 @@ async def test_two_sealers_at_once_never_fork_and_seal_each_event_once(
         )
     ]
     assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) > 1
-    assert (
-        await db.fetchval(
-            "SELECT count(*) FROM events WHERE tenant_id = $1 AND checkpoint_seq IS NULL", tenant.id
-        )
-        == 0
-    )
+    assert await unsealed_count(db, tenant.id) == 0
     assert (
         await db.fetchval("SELECT sum(tree_size) FROM ledger_checkpoints WHERE tenant_id = $1", tenant.id)
         == 60
@@ -433,12 +464,7 @@ async def test_events_of_every_write_path_end_up_sealed(
     }
     assert len(kinds) >= 6, kinds
     await seal(db, queries, tenant)
-    assert (
-        await db.fetchval(
-            "SELECT count(*) FROM events WHERE tenant_id = $1 AND checkpoint_seq IS NULL", tenant.id
-        )
-        == 0
-    )
+    assert await unsealed_count(db, tenant.id) == 0
     assert (await verify(db, queries, tenant)).ok
 
 
@@ -491,7 +517,7 @@ async def test_access_export_proofs_verify_with_the_documented_verifier(
     [checkpoint] = kept
     size, root = checkpoint["tree_size"], checkpoint["root"]
     assert size == await db.fetchval(
-        "SELECT count(*) FROM events WHERE tenant_id = $1 AND checkpoint_seq = 1", tenant.id
+        "SELECT count(*) FROM event_seals WHERE tenant_id = $1 AND checkpoint_seq = 1", tenant.id
     )
     assert size & (size - 1)  # not a power of two: the uneven split is exercised
     for event in sealed:
@@ -611,3 +637,140 @@ async def test_an_existing_chained_ledger_migrates_and_stays_verifiable(
         await conn.close()
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def test_an_idle_tenant_settles_and_a_forged_event_below_the_mark_is_found(
+    db: asyncpg.Connection, client: Client, tenant: Tenant, queries: Queries
+) -> None:
+    await some_history(client, tenant)
+    [sealed] = await seal(db, queries, tenant)
+    assert await seal(db, queries, tenant) == []  # nothing to seal; the marks settle
+    marks = await db.fetchrow("SELECT * FROM ledger_marks WHERE tenant_id = $1", tenant.id)
+    assert marks is not None and marks["settled"] >= marks["sealed_high"] == sealed.checkpoint.last_event_id
+    listed = [r["tenant_id"] for r in await db.fetch(queries.ledger_unsealed_tenants)]
+    assert tenant.id not in listed  # the sealer no longer reads this tenant's events at all
+    # a database writer inserts an event with an old id: the sealer never looks there again
+    forged = sealed.checkpoint.first_event_id - 1
+    await db.execute(
+        """INSERT INTO events (id, tenant_id, channel, address_hash, kind, source, occurred_at)
+           OVERRIDING SYSTEM VALUE VALUES ($2, $1, 'email', '\\x05', 'consent_given', 'api', now())""",
+        tenant.id,
+        forged,
+    )
+    assert await seal(db, queries, tenant) == []
+    result = await verify(db, queries, tenant)
+    assert not result.ok and result.first_bad_event == forged and "settled" in (result.problem or ""), result
+
+
+async def _seal_as_0008(conn: asyncpg.Connection, tenant_id: int, ids: list[int]) -> None:
+    """What the 0008 sealer did: checkpoint 1 over these events, written into the events' own columns."""
+    rows = await conn.fetch(
+        "SELECT *, data::text AS data_text, personal::text AS personal_text FROM events"
+        " WHERE tenant_id = $1 AND id = ANY ($2::bigint[]) ORDER BY id",
+        tenant_id,
+        ids,
+    )
+    personal = [personal_hash(r["personal_text"]) for r in rows]
+    leaves = [merkle.leaf_hash(canonical_line(r, p)) for r, p in zip(rows, personal, strict=True)]
+    now = await conn.fetchval("SELECT clock_timestamp()")
+    first, last, root = rows[0]["id"], rows[-1]["id"], merkle.root(leaves)
+    body = checkpoint_body(tenant_id, 1, len(rows), first, last, root, GENESIS, now)
+    await conn.execute(
+        "INSERT INTO ledger_checkpoints VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8)",
+        tenant_id,
+        len(rows),
+        first,
+        last,
+        root,
+        GENESIS,
+        now,
+        body_mac(KEY, body),
+    )
+    for i, (row, p, leaf) in enumerate(zip(rows, personal, leaves, strict=True)):
+        await conn.execute(
+            "UPDATE events SET checkpoint_seq = 1, leaf_index = $3, personal_hash = $4, leaf_hash = $5,"
+            " leaf_mac = $6 WHERE tenant_id = $1 AND id = $2",
+            tenant_id,
+            row["id"],
+            i,
+            p,
+            leaf,
+            leaf_mac(KEY, tenant_id, 1, i, leaf),
+        )
+
+
+async def test_events_sealed_before_0009_move_to_seals_and_stay_verifiable(
+    server_database_url: str, queries: Queries, tmp_path: Path
+) -> None:
+    from suppress.migrate import migrate, migration_files
+
+    name = f"suppress_ledger_seals_{os.getpid()}"
+    admin = await asyncpg.connect(server_database_url)
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = server_database_url.rsplit("/", 1)[0] + "/" + name
+    conn = await asyncpg.connect(url)
+    try:
+        before = tmp_path / "before"
+        before.mkdir()
+        for version, _, path in migration_files():
+            if version < 9:
+                (before / path.name).write_text(path.read_text())
+        await migrate(conn, before)
+        tenant_id = await conn.fetchval("INSERT INTO tenants (name) VALUES ('sealed') RETURNING id")
+        ids = [
+            await conn.fetchval(
+                """INSERT INTO events (tenant_id, channel, address_hash, kind, source, occurred_at, data)
+                   VALUES ($1, 'email', sha256(int4send($2)), 'consent_given', 'api', now(), $3) RETURNING id""",
+                tenant_id,
+                i,
+                json.dumps({"ip": f"192.0.2.{i}", "topic": i}),
+            )
+            for i in range(10)
+        ]
+        # ids[3] stands for a late commit the 0008 sealer had not sealed yet; ids[7:] are new
+        await _seal_as_0008(conn, tenant_id, ids[:3] + ids[4:7])
+        await conn.execute("UPDATE events SET personal = NULL WHERE id = $1", ids[1])  # erased after sealing
+        await migrate(conn)
+        assert await conn.fetchval("SELECT count(*) FROM event_seals WHERE tenant_id = $1", tenant_id) == 6
+        marks = await conn.fetchrow("SELECT * FROM ledger_marks WHERE tenant_id = $1", tenant_id)
+        assert marks is not None and (marks["sealed_high"], marks["settled"]) == (ids[6], ids[3] - 1)
+        migrated = await verify_ledger(conn, queries, tenant_id, key=KEY)
+        assert migrated.ok and migrated.events == 6 and migrated.unsealed == 4, migrated
+        [second] = await seal_tenant(conn, queries, KEY, tenant_id)
+        assert (second.checkpoint.first_event_id, second.checkpoint.tree_size) == (ids[3], 4)
+        sealed = await verify_ledger(conn, queries, tenant_id, key=KEY)
+        assert sealed.ok and sealed.events == 10 and sealed.checkpoints == 2 and sealed.unsealed == 0, sealed
+        await conn.execute("UPDATE events SET kind = 'unsubscribed' WHERE id = $1", ids[2])
+        broken = await verify_ledger(conn, queries, tenant_id, key=KEY)
+        assert not broken.ok and broken.first_bad_event == ids[2] and broken.first_bad_checkpoint == 1, broken
+    finally:
+        await conn.close()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_an_open_transaction_holds_the_settled_mark_below_its_id(
+    db: asyncpg.Connection, tenant: Tenant, queries: Queries, database_url: str
+) -> None:
+    insert = """INSERT INTO events (tenant_id, channel, address_hash, kind, source, occurred_at)
+                VALUES ($1, 'email', $2, 'consent_given', 'api', now()) RETURNING id"""
+    settled = "SELECT settled FROM ledger_marks WHERE tenant_id = $1"
+    late = await asyncpg.connect(database_url)
+    try:
+        tx = late.transaction()
+        await tx.start()
+        late_id = await late.fetchval(insert, tenant.id, b"\x01")
+        for i in range(3):  # seals keep coming while it is open; none may settle past it
+            await db.fetchval(insert, tenant.id, bytes([2 + i]))
+            assert len(await seal(db, queries, tenant)) == 1
+            assert await db.fetchval(settled, tenant.id) < late_id
+        await tx.commit()
+    finally:
+        await late.close()
+    [sealed] = await seal(db, queries, tenant)
+    assert (sealed.checkpoint.first_event_id, sealed.checkpoint.tree_size) == (late_id, 1)
+    assert await seal(db, queries, tenant) == []  # now it settles past everything
+    assert await db.fetchval(settled, tenant.id) >= sealed.checkpoint.last_event_id
+    result = await verify(db, queries, tenant)
+    assert result.ok and result.unsealed == 0 and result.checkpoints == 4, result
