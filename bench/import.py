@@ -254,6 +254,38 @@ async def verify(dsn: str, tenant_id: int, import_id: int) -> dict[str, Any]:
         await conn.close()
 
 
+def drain_effects_after(args: argparse.Namespace, tenant_id: int) -> dict[str, Any]:
+    """Seconds from the import's end until none of its events' effects is pending: a worker process
+    (bench/effects.py's: the service's start-up and `drain_effects` job, burst mode) starts only
+    then, so this is the worst case — no drain ran alongside the import."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        [
+            *(sys.executable, str(ROOT / "bench" / "effects.py"), "--worker", "--dsn", args.dsn),
+            *("--redis", args.redis, "--tenant", str(tenant_id), "--batch", "0"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "SUPPRESS_LOG_LEVEL": "WARNING"},
+    )
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"effects worker failed:\n{done.stderr}")
+
+    async def left() -> int:
+        conn = await asyncpg.connect(args.dsn)
+        try:
+            pending: int = await conn.fetchval(
+                "SELECT count(*) FROM pending_effects WHERE tenant_id = $1", tenant_id
+            )
+            return pending
+        finally:
+            await conn.close()
+
+    return {"seconds": round(seconds, 1), "left": asyncio.run(left())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -307,6 +339,7 @@ def main() -> None:
         raise SystemExit(f"worker failed:\n{done.stderr}")
     worker = json.loads(done.stdout.strip().splitlines()[-1])
     state = asyncio.run(verify(args.dsn, made["tenant_id"], made["import_id"]))
+    effects = drain_effects_after(args, made["tenant_id"])
     job_seconds = (state["finished_at"] - state["started_at"]).total_seconds()
     good = args.rows - bad
     assert state["status"] == "done", state
@@ -338,20 +371,23 @@ def main() -> None:
         "worker_rss_after_startup_mib": round(worker["rss_after_startup_kib"] / 1024, 1),
         "worker_peak_rss_mib": round(worker["peak_rss_kib"] / 1024, 1),
         "events": state["events"],
-        "pending_effects": state["pending_effects"],
+        "pending_effects_at_done": state["pending_effects"],
+        "effects_drained_seconds": effects["seconds"],
+        "effects_left": effects["left"],
     }
     table = "\n".join(
         [
             "| rows | file | store | parse only | import (job) | upload to done | COPY into a plain table "
-            "| vs COPY | worker peak RSS (after start-up) |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| vs COPY | worker peak RSS (after start-up) | effects: done → none pending |",
+            "|---|---|---|---|---|---|---|---|---|---|",
             f"| {args.rows:,} {args.kind} ({args.format}, {bad:,} malformed) | {size / 1e6:.0f} MB "
             f"| {result['store_seconds']} s ({result['store_mb_per_s']} MB/s) "
             f"| {result['parse_rows_per_s']:,} rows/s "
             f"| {result['job_seconds']} s = {result['rows_per_s']:,} rows/s ({worker['jobs']} slices) "
             f"| {result['end_to_end_seconds']} s = **{result['end_to_end_rows_per_s']:,} rows/s** "
             f"| {result['copy_rows_per_s']:,} rows/s | **{result['vs_copy']}×** "
-            f"| **{result['worker_peak_rss_mib']} MiB** ({result['worker_rss_after_startup_mib']} MiB) |",
+            f"| **{result['worker_peak_rss_mib']} MiB** ({result['worker_rss_after_startup_mib']} MiB) "
+            f"| **{effects['seconds']} s** ({state['pending_effects']:,} pending at done) |",
         ]
     )
     print(table)
