@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from suppress.config import ConfigurationError, Settings
+from suppress.config import ConfigurationError, MissingSetting, Settings
 from suppress.errors import SuppressError
 from suppress.ledger import VerifyResult, verify_chain
 from suppress.migrate import migrate
@@ -24,6 +24,13 @@ from suppress.sql import load_queries
 from suppress.tenants import create_api_key, create_tenant, resolve_tenant
 
 log = logging.getLogger("suppress.cli")
+
+
+def _settings() -> Settings:
+    """The environment's settings; with no database named there, a running `suppress dev`'s."""
+    from suppress.devstack import settings_file
+
+    return Settings.from_env(settings_file.environ(os.environ))
 
 
 @contextlib.asynccontextmanager
@@ -44,14 +51,14 @@ async def _migrate(settings: Settings) -> list[str]:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    applied = asyncio.run(_migrate(Settings.from_env()))
+    applied = asyncio.run(_migrate(_settings()))
     print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
     return 0
 
 
 def cmd_tenants_create(args: argparse.Namespace) -> int:
     async def run() -> dict[str, Any]:
-        async with _connection(Settings.from_env()) as conn:
+        async with _connection(_settings()) as conn:
             key = await create_tenant(conn, load_queries(), args.name)
             return {
                 "tenant": key.tenant_id,
@@ -71,7 +78,7 @@ def cmd_tenants_create(args: argparse.Namespace) -> int:
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
     async def run() -> dict[str, Any]:
-        async with _connection(Settings.from_env()) as conn:
+        async with _connection(_settings()) as conn:
             queries = load_queries()
             tenant_id = await resolve_tenant(conn, queries, args.tenant)
             key = await create_api_key(conn, queries, tenant_id, args.scopes, label=args.label)
@@ -93,7 +100,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
 def cmd_ledger_verify(args: argparse.Namespace) -> int:
     async def run() -> VerifyResult:
-        async with _connection(Settings.from_env()) as conn:
+        async with _connection(_settings()) as conn:
             queries = load_queries()
             tenant_id = await resolve_tenant(conn, queries, args.tenant)
             return await verify_chain(conn, queries, tenant_id)
@@ -113,7 +120,7 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
 
 def cmd_ledger_head(args: argparse.Namespace) -> int:
     async def run() -> dict[str, dict[str, Any]]:
-        async with _connection(Settings.from_env()) as conn:
+        async with _connection(_settings()) as conn:
             queries = load_queries()
             tenant_id = await resolve_tenant(conn, queries, args.tenant)
             rows = await conn.fetch(queries.ledger_head, tenant_id)
@@ -161,7 +168,13 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     data_dir = Path(args.data_dir) if args.data_dir else None
     return asyncio.run(
-        run_dev(host=args.host, port=args.port, data_dir=data_dir, worker_settings=WorkerSettings)
+        run_dev(
+            host=args.host,
+            port=args.port,
+            data_dir=data_dir,
+            worker_settings=WorkerSettings,
+            verbose=args.verbose,
+        )
     )
 
 
@@ -181,7 +194,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     from suppress.imports.uploads import Imports
     from suppress.progress import ProgressBar
 
-    settings = Settings.from_env()
+    settings = _settings()
     hasher = AddressHasher(DerivedKeys.from_settings(settings).address_hash_key)
     path = Path(args.file) if args.file else None
     if path is None and args.resume is None:
@@ -270,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=8000)
     dev.add_argument("--data-dir", help="where embedded servers and the dev secret live")
+    dev.add_argument("--verbose", action="store_true", help="also log every job the worker runs")
     dev.set_defaults(func=cmd_dev)
 
     serve = sub.add_parser(
@@ -349,6 +363,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
+    except MissingSetting as exc:
+        from suppress.devstack import settings_file
+
+        print(f"suppress: {exc.detail}", file=sys.stderr)
+        if args.func is not cmd_serve and args.func is not cmd_worker:
+            print(
+                "suppress: with no SUPPRESS_DATABASE_URL set, this command uses a running `suppress dev`'s "
+                f"settings from {settings_file.path()}; there is none (start `suppress dev`, or set "
+                "the SUPPRESS_* variables its banner prints)",
+                file=sys.stderr,
+            )
+        return 2
     except SuppressError as exc:
         print(f"suppress: {exc.detail}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ local user can connect to them, so they are for development only.
 
 Default data folder
 -------------------
+* ``SUPPRESS_DEV_DATA_DIR`` when set (``suppress dev`` and the commands that find it read it).
 * Not root: ``platformdirs.user_data_dir("suppress")``, e.g. ``~/.local/share/suppress``.
 * Root: ``/var/lib/suppress``.
 
@@ -115,7 +116,9 @@ class EmbeddedServerError(RuntimeError):
 
 
 def default_data_dir() -> Path:
-    """Where ``suppress dev`` keeps its data (see the module docstring for the reason)."""
+    """Where ``suppress dev`` keeps its data: SUPPRESS_DEV_DATA_DIR, else see the module docstring."""
+    if chosen := os.environ.get("SUPPRESS_DEV_DATA_DIR"):
+        return Path(chosen).expanduser()
     if os.geteuid() == 0:
         return Path("/var/lib/suppress")
     return platformdirs.user_data_path("suppress", appauthor=False)
