@@ -18,7 +18,7 @@ import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
 from suppress import queue
-from suppress.db import DATABASE_DOWN
+from suppress.db import DATABASE_DOWN, translated_errors
 from suppress.effects import enqueue_effects
 from suppress.errors import Conflict, SuppressError, Unavailable
 from suppress.models import Channel
@@ -207,7 +207,7 @@ class Unsubscriber:
     ) -> list[int]:
         """A person-initiated re-opt-in from the page (undo, or ticking a topic again): a consent
         at that scope, which lifts an unsubscribe of the same scope. Returns the event ids."""
-        try:
+        with translated_errors("please try again in a minute"):
             row = await self._pool.fetchrow(
                 self._q.upsert_consent,
                 claims.tenant_id,
@@ -224,8 +224,6 @@ class Unsubscriber:
                 {"via": "unsubscribe_page"},
                 timeout=DATABASE_WAIT,
             )
-        except DATABASE_DOWN:
-            raise Unavailable("please try again in a minute") from None
         if row is None:
             raise Conflict("this address was erased; it cannot be subscribed again from here")
         event_ids = list(row["event_ids"])
