@@ -20,7 +20,7 @@ from suppress.config import ConfigurationError, MissingSetting, Settings
 from suppress.errors import SuppressError
 from suppress.ledger import VerifyResult, verify_chain
 from suppress.migrate import migrate
-from suppress.sql import load_queries
+from suppress.sql import Queries, load_queries
 from suppress.tenants import create_api_key, create_tenant, resolve_tenant
 
 log = logging.getLogger("suppress.cli")
@@ -43,6 +43,20 @@ async def _connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def _tenant(tenant: str) -> AsyncIterator[tuple[asyncpg.Connection, Queries, int]]:
+    """A connection, the queries, and the id of the tenant named (by id or name) on the command line."""
+    async with _connection(_settings()) as conn:
+        queries = load_queries()
+        yield conn, queries, await resolve_tenant(conn, queries, tenant)
+
+
+def _show(args: argparse.Namespace, out: dict[str, Any], *lines: str) -> int:
+    """Print `out` as JSON with --json, else the lines for a person."""
+    print(json.dumps(out) if args.json else "\n".join(lines))
+    return 0
 
 
 async def _migrate(settings: Settings) -> list[str]:
@@ -68,19 +82,17 @@ def cmd_tenants_create(args: argparse.Namespace) -> int:
             }
 
     out = asyncio.run(run())
-    if args.json:
-        print(json.dumps(out))
-    else:
-        print(f"tenant {out['tenant']} ({out['name']}) created")
-        print(f"admin API key (shown once, store it now): {out['api_key']}")
-    return 0
+    return _show(
+        args,
+        out,
+        f"tenant {out['tenant']} ({out['name']}) created",
+        f"admin API key (shown once, store it now): {out['api_key']}",
+    )
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
     async def run() -> dict[str, Any]:
-        async with _connection(_settings()) as conn:
-            queries = load_queries()
-            tenant_id = await resolve_tenant(conn, queries, args.tenant)
+        async with _tenant(args.tenant) as (conn, queries, tenant_id):
             key = await create_api_key(conn, queries, tenant_id, args.scopes, label=args.label)
             return {
                 "tenant": tenant_id,
@@ -90,19 +102,17 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
             }
 
     out = asyncio.run(run())
-    if args.json:
-        print(json.dumps(out))
-    else:
-        print(f"API key for tenant {out['tenant']} with scopes {','.join(out['scopes'])} (shown once):")
-        print(out["api_key"])
-    return 0
+    return _show(
+        args,
+        out,
+        f"API key for tenant {out['tenant']} with scopes {','.join(out['scopes'])} (shown once):",
+        out["api_key"],
+    )
 
 
 def cmd_ledger_verify(args: argparse.Namespace) -> int:
     async def run() -> VerifyResult:
-        async with _connection(_settings()) as conn:
-            queries = load_queries()
-            tenant_id = await resolve_tenant(conn, queries, args.tenant)
+        async with _tenant(args.tenant) as (conn, queries, tenant_id):
             return await verify_chain(conn, queries, tenant_id)
 
     result = asyncio.run(run())
@@ -120,9 +130,7 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
 
 def cmd_ledger_head(args: argparse.Namespace) -> int:
     async def run() -> dict[str, dict[str, Any]]:
-        async with _connection(_settings()) as conn:
-            queries = load_queries()
-            tenant_id = await resolve_tenant(conn, queries, args.tenant)
+        async with _tenant(args.tenant) as (conn, queries, tenant_id):
             rows = await conn.fetch(queries.ledger_head, tenant_id)
             return {str(r["lane"]): {"seq": r["last_seq"], "hash": bytes(r["last_hash"]).hex()} for r in rows}
 

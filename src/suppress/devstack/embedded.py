@@ -442,7 +442,7 @@ class EmbeddedPostgres(_EmbeddedServer):
                 )
             self._initdb(user, deadline)
         pidfile = pgdata / "postmaster.pid"
-        if pidfile.exists() and (_HAVE_PROC or not _pid_alive(_first_int(pidfile))):
+        if pidfile.exists() and (_HAVE_PROC or not pid_alive(_first_int(pidfile))):
             # With /proc, any postmaster of ours on this folder has been stopped by
             # _stop_strays, so the file is stale. PostgreSQL itself only ignores it when its PID
             # is dead, and PIDs get reused (after a reboot or container restart, low PIDs are
@@ -756,7 +756,8 @@ def _first_int(path: Path) -> int | None:
         return None
 
 
-def _pid_alive(pid: int | None) -> bool:
+def pid_alive(pid: int | None) -> bool:
+    """Is there a process with this id (ours or not)?"""
     if pid is None or pid <= 0:
         return False
     try:

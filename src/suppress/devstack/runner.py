@@ -31,6 +31,7 @@ from suppress.devstack import settings_file
 from suppress.devstack.embedded import EmbeddedPostgres, EmbeddedRedis, default_data_dir
 from suppress.devstack.secrets_file import read_or_create
 from suppress.migrate import migrate
+from suppress.models import Channel, CustomerEvent
 from suppress.recipients import (
     ConsentIn,
     CustomerAddressIn,
@@ -104,31 +105,16 @@ async def _seed_data(settings: Settings, api_key: str) -> None:
             ConsentIn(channel="sms", address="+4791234567", source="checkout", notice_version="2026-01"),
             now,
         )
-        await service.customer_event(
-            principal,
-            CustomerEventIn(
-                customer_ref="C-1001",
-                event="purchase",
-                at=now - timedelta(days=30),
-                addresses=[
-                    CustomerAddressIn(channel="email", address="per@example.no", collected_in_sale=True)
-                ],
-            ),
-            now,
-        )
-        await service.customer_event(
-            principal,
-            CustomerEventIn(
-                customer_ref="C-1002",
-                event="agreement_started",
-                at=now - timedelta(days=200),
-                addresses=[
-                    CustomerAddressIn(channel="email", address="anne@example.no", collected_in_sale=True),
-                    CustomerAddressIn(channel="sms", address="+4798765432", collected_in_sale=True),
-                ],
-            ),
-            now,
-        )
+        customers: list[tuple[str, CustomerEvent, int, list[tuple[Channel, str]]]] = [
+            ("C-1001", "purchase", 30, [("email", "per@example.no")]),
+            ("C-1002", "agreement_started", 200, [("email", "anne@example.no"), ("sms", "+4798765432")]),
+        ]
+        for ref, event, days, addresses in customers:
+            bought = [CustomerAddressIn(channel=c, address=a, collected_in_sale=True) for c, a in addresses]
+            customer = CustomerEventIn(
+                customer_ref=ref, event=event, at=now - timedelta(days=days), addresses=bought
+            )
+            await service.customer_event(principal, customer, now)
         await service.suppress(
             principal,
             SuppressionIn(channel="email", address="nils@example.no", reason="unsubscribed"),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import msgspec
 
-from suppress.devstack.embedded import default_data_dir
+from suppress.devstack.embedded import default_data_dir, pid_alive
 
 FILE_NAME = "dev-settings.json"
 
@@ -72,7 +72,7 @@ def read(data_dir: Path | None = None) -> DevSettings | None:
         settings = msgspec.json.decode(path(data_dir).read_bytes(), type=DevSettings)
     except (OSError, msgspec.DecodeError, msgspec.ValidationError):
         return None
-    return settings if _alive(settings.pid) else None
+    return settings if pid_alive(settings.pid) else None
 
 
 def environ(env: Mapping[str, str], data_dir: Path | None = None) -> dict[str, str]:
@@ -90,13 +90,3 @@ def environ(env: Mapping[str, str], data_dir: Path | None = None) -> dict[str, s
         with contextlib.suppress(OSError):
             merged["SUPPRESS_SECRET"] = Path(dev.secret_file).read_text().strip()
     return merged
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
