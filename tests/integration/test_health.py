@@ -676,6 +676,7 @@ async def test_health_reads_are_index_lookups(
             assert any(re.search(rf"\b{key} = ", condition) for key in keys), (table, condition)
 
 
+@pytest.mark.e2e  # runs a real process
 async def test_the_operator_command_refreshes_and_rebuilds(
     db: asyncpg.Connection, client: Client, tenant: Tenant, settings: Settings
 ) -> None:

@@ -211,6 +211,7 @@ def _cli(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.e2e  # runs a real process
 async def test_cli_verify_exit_codes(
     db: asyncpg.Connection, client: Client, tenant: Tenant, database_url: str
 ) -> None:
