@@ -177,3 +177,11 @@ async def post_json(
     response = await client.post(path, json=body, headers=tenant.auth(scope))
     assert response.status_code < 300, response.text
     return response.json()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything in tests/e2e is the end-to-end tier (`-m "not e2e"` is the fast loop)."""
+    e2e = Path(__file__).parent / "e2e"
+    for item in items:
+        if e2e in item.path.parents:
+            item.add_marker(pytest.mark.e2e)

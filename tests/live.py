@@ -98,7 +98,10 @@ async def http(server: str) -> AsyncIterator[httpx.AsyncClient]:
 async def browser() -> AsyncIterator[Browser]:
     executable = shutil.which("chromium")
     if executable is None:
-        pytest.skip("no `chromium` on PATH (.ci/run installs Debian's); Playwright must not download one")
+        pytest.fail(
+            "the browser tests need `chromium` on PATH (.ci/run installs Debian's: "
+            "apt-get install chromium); Playwright must not download one"
+        )
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(
             executable_path=executable, headless=True, args=CHROMIUM_ARGS

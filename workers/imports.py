@@ -14,12 +14,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from arq import Retry
-
 from suppress import queue
 from suppress.addresses import AddressHasher
 from suppress.config import DerivedKeys
-from suppress.db import DATABASE_DOWN
 from suppress.effects import drain_soon
 from suppress.imports.runs import LEASE, import_job_id
 from suppress.imports.runs import run_import as run_import_core
@@ -44,7 +41,7 @@ def _hasher(ctx: dict[str, Any]) -> AddressHasher:
 
 async def run_import(ctx: dict[str, Any], tenant_id: int, import_id: int) -> str:
     """Run one slice of an import from its checkpoint; enqueue the next slice if there is more."""
-    try:
+    with queue.retry_on_outage(ctx, f"import {tenant_id}/{import_id}"):
         result = await run_import_core(
             ctx["pool"],
             ctx["queries"],
@@ -53,11 +50,6 @@ async def run_import(ctx: dict[str, Any], tenant_id: int, import_id: int) -> str
             import_id,
             deadline=time.monotonic() + ctx.get("import_slice_seconds", SLICE_SECONDS),
         )
-    except DATABASE_DOWN as exc:
-        log.warning(
-            "import %s/%s: database unavailable (%s); retrying", tenant_id, import_id, type(exc).__name__
-        )
-        raise Retry(defer=ctx.get("job_try", 1) * 5) from None
     # the slice's events wait in pending_effects: start their drain now, not at the sweeper's tick
     await drain_soon(ctx.get("redis"), tenant_id)
     if result.status == "more":

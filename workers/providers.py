@@ -8,8 +8,6 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from arq import Retry
-
 from suppress import queue
 from suppress.addresses import AddressHasher
 from suppress.config import DerivedKeys
@@ -62,14 +60,8 @@ async def process_provider_events(
         try:
             results[await events.process(tenant_id, int(event_id), datetime.now(UTC))] += 1
         except TRANSIENT as exc:
-            defer = min(60, 5 * ctx.get("job_try", 1))
-            log.warning(
-                "provider events of tenant %s wait for an outage (%s); retrying in %ss",
-                tenant_id,
-                type(exc).__name__,
-                defer,
-            )
-            raise Retry(defer=defer) from None
+            what = f"provider events of tenant {tenant_id} wait for an outage"
+            raise queue.retry_later(ctx, what, exc) from None
     return dict(results)
 
 

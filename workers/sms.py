@@ -5,15 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from arq import Retry
-
+from suppress import queue
 from suppress.config import Settings
 from suppress.sms import SmsMessage, SmsRejected, SmsSender, SmsUnavailable, build_sms_sender, mask_number
 
 log = logging.getLogger(__name__)
 
-# With `defer = try * 5 s`, eight tries end about two and a half minutes after the first: the
-# confirmation is due within five minutes (POLICY.md U2).
+# With queue.retry_later's `defer = try * 5 s` (capped at 60 s), eight tries end about two and a
+# half minutes after the first: the confirmation is due within five minutes (POLICY.md U2).
 MAX_TRIES = 8
 # A job id is remembered this long after the job ends, so a repeated enqueue sends nothing.
 KEEP_RESULT_SECONDS = 24 * 3600
@@ -41,10 +40,8 @@ async def send_sms_reply(
     try:
         await sender.send(message)
     except SmsUnavailable as exc:
-        log.warning(
-            "SMS reply %s to %s not sent yet (%s); retrying", idempotency_key, mask_number(str(to)), exc
-        )
-        raise Retry(defer=ctx["job_try"] * 5) from None
+        what = f"SMS reply {idempotency_key} to {mask_number(str(to))} not sent yet"
+        raise queue.retry_later(ctx, what, exc) from None
     except SmsRejected as exc:
         log.error(
             "SMS reply %s to %s refused (tenant %s): %s",

@@ -6,10 +6,9 @@ import logging
 from typing import Any
 
 import msgspec
-from arq import Retry
 
-from suppress.db import DATABASE_DOWN
 from suppress.effects import enqueue_effects
+from suppress.queue import retry_on_outage
 from suppress.unsubscribe import UnsubscribeOrder, apply_order
 
 log = logging.getLogger(__name__)
@@ -18,16 +17,8 @@ log = logging.getLogger(__name__)
 async def apply_spooled_unsubscribe(ctx: dict[str, Any], order: dict[str, Any]) -> str:
     """Apply a spooled unsubscribe with its original time; retry for as long as the database is down."""
     unsubscribe = msgspec.convert(order, UnsubscribeOrder)
-    try:
+    with retry_on_outage(ctx, "spooled unsubscribe"):
         event_id = await apply_order(ctx["pool"], ctx["queries"], unsubscribe)
-    except DATABASE_DOWN as exc:
-        defer = min(60, 5 * ctx.get("job_try", 1))
-        log.warning(
-            "database still unavailable (%s); retrying the spooled unsubscribe in %ss",
-            type(exc).__name__,
-            defer,
-        )
-        raise Retry(defer=defer) from None
     if event_id is None:
         return "already"
     await enqueue_effects(ctx.get("redis"), unsubscribe.tenant_id, [event_id])

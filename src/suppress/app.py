@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from litestar import Litestar, Request, Response
+from litestar import Litestar, Request, Response, Router
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
@@ -29,6 +29,7 @@ from suppress.api import unsubscribe as unsubscribe_api
 from suppress.api import webhooks as webhooks_api
 from suppress.api.dashboard import DashboardSessions
 from suppress.api.problems import problem_response
+from suppress.api.services import DEPENDENCIES, services
 from suppress.checks import CheckService
 from suppress.config import DerivedKeys, Settings
 from suppress.db import create_pool
@@ -145,21 +146,22 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings.require_secret()
     app = Litestar(
         route_handlers=[
-            *checks_api.routes,
+            Router("/", route_handlers=checks_api.routes, dependencies=services("checks")),
             *recipients_api.routes,
-            *imports_api.routes,
+            Router("/", route_handlers=imports_api.routes, dependencies=services("imports")),
             *rights_api.routes,
             *ledger_api.routes,
             *settings_api.routes,
             *sms_api.routes,
             *unsubscribe_api.routes,
-            *webhooks_api.routes,
-            *providers_api.routes,
+            Router("/", route_handlers=webhooks_api.routes, dependencies=services("webhooks")),
+            Router("/", route_handlers=providers_api.routes, dependencies=services("provider_configs")),
             *ops_api.routes,
             *health_api.routes,
             *dashboard_api.routes,
         ],
         lifespan=[_services, providers_api.provider_services],
+        dependencies=DEPENDENCIES,
         exception_handlers={
             SuppressError: _domain_error,
             ValidationException: _validation_error,

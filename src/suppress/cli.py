@@ -16,16 +16,23 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from suppress.config import ConfigurationError, Settings
+from suppress.config import ConfigurationError, MissingSetting, Settings
 from suppress.errors import SuppressError
 from suppress.ledger import Checkpoint, checkpoint_out, ledger_key
 from suppress.migrate import migrate
 from suppress.sealer import Sealed, seal_all, seal_tenant
-from suppress.sql import load_queries
+from suppress.sql import Queries, load_queries
 from suppress.tenants import create_api_key, create_tenant, resolve_tenant
 from suppress.verifier import VerifyResult, load_kept, verify_ledger
 
 log = logging.getLogger("suppress.cli")
+
+
+def _settings() -> Settings:
+    """The environment's settings; with no database named there, a running `suppress dev`'s."""
+    from suppress.devstack import settings_file
+
+    return Settings.from_env(settings_file.environ(os.environ))
 
 
 @contextlib.asynccontextmanager
@@ -40,20 +47,34 @@ async def _connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
+@contextlib.asynccontextmanager
+async def _tenant(tenant: str) -> AsyncIterator[tuple[asyncpg.Connection, Queries, int]]:
+    """A connection, the queries, and the id of the tenant named (by id or name) on the command line."""
+    async with _connection(_settings()) as conn:
+        queries = load_queries()
+        yield conn, queries, await resolve_tenant(conn, queries, tenant)
+
+
+def _show(args: argparse.Namespace, out: dict[str, Any], *lines: str) -> int:
+    """Print `out` as JSON with --json, else the lines for a person."""
+    print(json.dumps(out) if args.json else "\n".join(lines))
+    return 0
+
+
 async def _migrate(settings: Settings) -> list[str]:
     async with _connection(settings) as conn:
         return await migrate(conn)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    applied = asyncio.run(_migrate(Settings.from_env()))
+    applied = asyncio.run(_migrate(_settings()))
     print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
     return 0
 
 
 def cmd_tenants_create(args: argparse.Namespace) -> int:
     async def run() -> dict[str, Any]:
-        async with _connection(Settings.from_env()) as conn:
+        async with _connection(_settings()) as conn:
             key = await create_tenant(conn, load_queries(), args.name)
             return {
                 "tenant": key.tenant_id,
@@ -63,19 +84,17 @@ def cmd_tenants_create(args: argparse.Namespace) -> int:
             }
 
     out = asyncio.run(run())
-    if args.json:
-        print(json.dumps(out))
-    else:
-        print(f"tenant {out['tenant']} ({out['name']}) created")
-        print(f"admin API key (shown once, store it now): {out['api_key']}")
-    return 0
+    return _show(
+        args,
+        out,
+        f"tenant {out['tenant']} ({out['name']}) created",
+        f"admin API key (shown once, store it now): {out['api_key']}",
+    )
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
     async def run() -> dict[str, Any]:
-        async with _connection(Settings.from_env()) as conn:
-            queries = load_queries()
-            tenant_id = await resolve_tenant(conn, queries, args.tenant)
+        async with _tenant(args.tenant) as (conn, queries, tenant_id):
             key = await create_api_key(conn, queries, tenant_id, args.scopes, label=args.label)
             return {
                 "tenant": tenant_id,
@@ -85,16 +104,16 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
             }
 
     out = asyncio.run(run())
-    if args.json:
-        print(json.dumps(out))
-    else:
-        print(f"API key for tenant {out['tenant']} with scopes {','.join(out['scopes'])} (shown once):")
-        print(out["api_key"])
-    return 0
+    return _show(
+        args,
+        out,
+        f"API key for tenant {out['tenant']} with scopes {','.join(out['scopes'])} (shown once):",
+        out["api_key"],
+    )
 
 
 def cmd_ledger_verify(args: argparse.Namespace) -> int:
-    settings = Settings.from_env()
+    settings = _settings()
     key = ledger_key(settings.require_secret()) if settings.secret else None
     kept: dict[int, Checkpoint] = {}
     if args.checkpoints:
@@ -111,9 +130,7 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
         )
 
     async def run() -> VerifyResult:
-        async with _connection(settings) as conn:
-            queries = load_queries()
-            tenant_id = await resolve_tenant(conn, queries, args.tenant)
+        async with _tenant(args.tenant) as (conn, queries, tenant_id):
             return await verify_ledger(conn, queries, tenant_id, key=key, kept=kept)
 
     result = asyncio.run(run())
@@ -139,9 +156,7 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
 
 def cmd_ledger_head(args: argparse.Namespace) -> int:
     async def run() -> Checkpoint | None:
-        async with _connection(Settings.from_env()) as conn:
-            queries = load_queries()
-            tenant_id = await resolve_tenant(conn, queries, args.tenant)
+        async with _tenant(args.tenant) as (conn, queries, tenant_id):
             row = await conn.fetchrow(queries.ledger_last_checkpoint, tenant_id)
             return None if row is None else checkpoint_out(row)
 
@@ -150,14 +165,12 @@ def cmd_ledger_head(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger_seal(args: argparse.Namespace) -> int:
-    settings = Settings.from_env()
+    settings = _settings()
     key = ledger_key(settings.require_secret())
 
     async def run() -> list[Sealed]:
-        async with _connection(settings) as conn:
-            queries = load_queries()
-            if args.tenant:
-                tenant_id = await resolve_tenant(conn, queries, args.tenant)
+        if args.tenant:
+            async with _tenant(args.tenant) as (conn, queries, tenant_id):
                 return await seal_tenant(conn, queries, key, tenant_id)
         pool = await asyncpg.create_pool(settings.require_database_url(), min_size=1, max_size=1)
         try:
@@ -211,7 +224,13 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     data_dir = Path(args.data_dir) if args.data_dir else None
     return asyncio.run(
-        run_dev(host=args.host, port=args.port, data_dir=data_dir, worker_settings=WorkerSettings)
+        run_dev(
+            host=args.host,
+            port=args.port,
+            data_dir=data_dir,
+            worker_settings=WorkerSettings,
+            verbose=args.verbose,
+        )
     )
 
 
@@ -231,7 +250,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     from suppress.imports.uploads import Imports
     from suppress.progress import ProgressBar
 
-    settings = Settings.from_env()
+    settings = _settings()
     hasher = AddressHasher(DerivedKeys.from_settings(settings).address_hash_key)
     path = Path(args.file) if args.file else None
     if path is None and args.resume is None:
@@ -320,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=8000)
     dev.add_argument("--data-dir", help="where embedded servers and the dev secret live")
+    dev.add_argument("--verbose", action="store_true", help="also log every job the worker runs")
     dev.set_defaults(func=cmd_dev)
 
     serve = sub.add_parser(
@@ -409,6 +429,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
+    except MissingSetting as exc:
+        from suppress.devstack import settings_file
+
+        print(f"suppress: {exc.detail}", file=sys.stderr)
+        if args.func is not cmd_serve and args.func is not cmd_worker:
+            print(
+                "suppress: with no SUPPRESS_DATABASE_URL set, this command uses a running `suppress dev`'s "
+                f"settings from {settings_file.path()}; there is none (start `suppress dev`, or set "
+                "the SUPPRESS_* variables its banner prints)",
+                file=sys.stderr,
+            )
+        return 2
     except SuppressError as exc:
         print(f"suppress: {exc.detail}", file=sys.stderr)
         return 2

@@ -13,6 +13,10 @@
 | SUPPRESS_SMS_HTTP_TOKEN | its bearer token (a secret: never logged); needed by `http` | none |
 | SUPPRESS_ALLOW_HTTP_WEBHOOKS | 1 lets webhooks use plain http:// URLs (development, tests) | 0 |
 | SUPPRESS_IMPORT_MAX_BYTES | largest accepted import upload, in bytes (docs/imports.md) | 512 MiB |
+| SUPPRESS_DEV_DATA_DIR | data folder of `suppress dev`, where the other commands find it | see devstack |
+
+With no SUPPRESS_DATABASE_URL, the commands other than `serve` and `worker` use the settings a
+running `suppress dev` wrote to its data folder (devstack/settings_file.py).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ ENV_VARS: tuple[str, ...] = (
     "SUPPRESS_SMS_HTTP_TOKEN",
     "SUPPRESS_ALLOW_HTTP_WEBHOOKS",
     "SUPPRESS_IMPORT_MAX_BYTES",
+    "SUPPRESS_DEV_DATA_DIR",
 )
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 DEFAULT_IMPORT_MAX_BYTES = 512 * 1024 * 1024
@@ -50,6 +55,10 @@ class ConfigurationError(SuppressError):
     """The service is not configured correctly."""
 
     code = "configuration"
+
+
+class MissingSetting(ConfigurationError):
+    """A setting the command needs is not set."""
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -117,7 +126,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def require_secret(self) -> str:
         """The master secret, or a clear error when it is missing or too short."""
         if not self.secret:
-            raise ConfigurationError("SUPPRESS_SECRET is not set; it keys address hashes and tokens")
+            raise MissingSetting("SUPPRESS_SECRET is not set; it keys address hashes and tokens")
         if len(self.secret) < MIN_SECRET_LENGTH:
             raise ConfigurationError(f"SUPPRESS_SECRET must be at least {MIN_SECRET_LENGTH} characters")
         return self.secret
@@ -125,13 +134,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def require_database_url(self) -> str:
         """The PostgreSQL DSN, or a clear error."""
         if not self.database_url:
-            raise ConfigurationError("SUPPRESS_DATABASE_URL is not set")
+            raise MissingSetting("SUPPRESS_DATABASE_URL is not set")
         return self.database_url
 
     def require_redis_url(self) -> str:
         """The Redis URL, or a clear error."""
         if not self.redis_url:
-            raise ConfigurationError("SUPPRESS_REDIS_URL is not set")
+            raise MissingSetting("SUPPRESS_REDIS_URL is not set")
         return self.redis_url
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import asyncpg
@@ -69,12 +69,13 @@ async def create_pool(dsn: str, *, size: int = 10, min_size: int = 1) -> Pool:
     return pool
 
 
-@asynccontextmanager
-async def translated_errors() -> AsyncIterator[None]:
-    """Turn driver errors into domain errors at one seam."""
+@contextmanager
+def translated_errors(unavailable: str | None = None) -> Iterator[None]:
+    """Turn driver errors into domain errors at one seam: a unique violation is a Conflict, a
+    database that is down (DATABASE_DOWN) is Unavailable (detail: `unavailable`, or the error)."""
     try:
         yield
     except asyncpg.UniqueViolationError as exc:
         raise Conflict(f"already exists ({exc.constraint_name})") from None
-    except (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError) as exc:
-        raise Unavailable(f"database unavailable: {type(exc).__name__}") from None
+    except DATABASE_DOWN as exc:
+        raise Unavailable(unavailable or f"database unavailable: {type(exc).__name__}") from None

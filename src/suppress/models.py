@@ -11,27 +11,19 @@ Channel = Literal["email", "sms"]
 Purpose = Literal["marketing", "transactional"]
 Offer = Literal["own", "partner"]
 Basis = Literal["consent", "customer_relationship", "transactional"]
-Reason = Literal[
-    "invalid_address",
-    "unsubscribed",
-    "complained",
-    "hard_bounced",
-    "soft_bounced",
-    "manual",
-    "erased",
-    "restricted",
-    "no_basis",
-]
 # Reasons a suppression row can carry; `erased` is set only by erasure, never by POST /v1/suppressions.
 SuppressionReason = Literal["unsubscribed", "complained", "hard_bounced", "soft_bounced", "manual"]
 # What DELETE /v1/suppressions can lift: any reason, including an erasure (admin, with a note).
-LiftableReason = Literal["unsubscribed", "complained", "hard_bounced", "soft_bounced", "manual", "erased"]
+LiftableReason = Literal[SuppressionReason, "erased"]
+# Why a check denies a recipient, in the order reports list them.
+Reason = Literal["invalid_address", SuppressionReason, "erased", "restricted", "no_basis"]
 Scope = Literal["check", "write", "read", "admin"]
 CustomerEvent = Literal["purchase", "agreement_started", "agreement_ended"]
 
 CHANNELS: tuple[str, ...] = get_args(Channel)
 SCOPES: tuple[str, ...] = get_args(Scope)
 SUPPRESSION_REASONS: tuple[str, ...] = get_args(SuppressionReason)
+REASONS: tuple[Reason, ...] = get_args(Reason)
 # Lifting these needs the admin scope: a complaint or an erasure is the person's strongest "no".
 ADMIN_ONLY_LIFT: frozenset[str] = frozenset({"complained", "erased"})
 

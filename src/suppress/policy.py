@@ -23,7 +23,7 @@ from itertools import zip_longest
 
 import msgspec
 
-from suppress.models import Basis, Offer, Purpose, Reason
+from suppress.models import REASONS, Basis, Offer, Purpose, Reason
 
 ALL_TOPICS = 0
 # When several global suppressions are active, report the strongest "no".
@@ -84,20 +84,7 @@ def _deny(reason: Reason) -> Decision:
 
 
 # Decisions are values; sharing one instance per outcome keeps a 100 000-recipient batch cheap.
-DENY: dict[str, Decision] = {
-    r: _deny(r)
-    for r in (
-        "invalid_address",
-        "unsubscribed",
-        "complained",
-        "hard_bounced",
-        "soft_bounced",
-        "manual",
-        "erased",
-        "restricted",
-        "no_basis",
-    )
-}
+DENY: dict[str, Decision] = {r: _deny(r) for r in REASONS}
 ALLOW_CONSENT = Decision(True, "consent", None)
 ALLOW_RELATIONSHIP = Decision(True, "customer_relationship", None)
 ALLOW_TRANSACTIONAL = Decision(True, "transactional", None)

@@ -6,17 +6,27 @@ that each name enqueued here is registered there).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-from arq import ArqRedis, Worker, create_pool
+from arq import ArqRedis, Retry, Worker, create_pool
 from arq.connections import RedisSettings
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
+from arq.worker import create_worker
 
+from suppress.db import translated_errors
 from suppress.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+# The one retry rule for transient failures (an outage): 5 s more each try, at most a minute.
+RETRY_STEP_SECONDS = 5
+RETRY_MAX_SECONDS = 60
 
 # Every job name the service enqueues. workers/settings.py must register each of them.
 JOB_EXPIRE_SUPPRESSIONS = "expire_suppressions"
@@ -131,17 +141,25 @@ async def ping(queue: Queue) -> bool:
         return False
 
 
+def retry_later(ctx: dict[str, Any], what: str, exc: BaseException) -> Retry:
+    """The Retry a job raises after a transient failure, deferred by the one retry rule."""
+    defer = min(RETRY_MAX_SECONDS, RETRY_STEP_SECONDS * int(ctx.get("job_try", 1)))
+    log.warning("%s: %s (%s); retrying in %ss", what, type(exc).__name__, exc, defer)
+    return Retry(defer=defer)
+
+
+@contextmanager
+def retry_on_outage(ctx: dict[str, Any], what: str) -> Iterator[None]:
+    """Run a job's database work; when the database is down, retry the job by the one rule."""
+    try:
+        with translated_errors():
+            yield
+    except Unavailable as exc:
+        raise retry_later(ctx, what, exc) from None
+
+
 def build_worker(worker_settings: Any, redis_url: str, ctx: dict[str, Any]) -> Worker:
     """An arq worker for `worker_settings` that runs inside the caller's event loop (used by `dev`)."""
-    return Worker(
-        functions=worker_settings.functions,
-        cron_jobs=getattr(worker_settings, "cron_jobs", None),
-        on_startup=getattr(worker_settings, "on_startup", None),
-        on_shutdown=getattr(worker_settings, "on_shutdown", None),
-        max_tries=getattr(worker_settings, "max_tries", 5),
-        job_timeout=getattr(worker_settings, "job_timeout", 300),
-        redis_settings=redis_settings(redis_url),
-        ctx=ctx,
-        handle_signals=False,
-        keep_result=getattr(worker_settings, "keep_result", 3600),
+    return create_worker(
+        worker_settings, redis_settings=redis_settings(redis_url), ctx=ctx, handle_signals=False
     )

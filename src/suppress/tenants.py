@@ -6,14 +6,14 @@ import hashlib
 import secrets
 import time
 from collections.abc import Iterable
-from typing import Annotated, Literal
+from typing import Annotated
 
 import asyncpg
 import msgspec
 from msgspec import Meta
 
 from suppress.errors import Conflict, Forbidden, InvalidInput, NotAuthenticated, NotFound
-from suppress.models import SCOPES
+from suppress.models import SCOPES, SuppressionReason
 from suppress.policy import TenantPolicy
 from suppress.sql import Queries
 
@@ -172,7 +172,7 @@ def _principal(row: asyncpg.Record) -> Principal:
 Rate = Annotated[float, Meta(ge=0, le=1)]
 Days = Annotated[int, Meta(ge=1, le=3650)]
 Region = Annotated[str, Meta(pattern=r"^[A-Z]{2}$")]
-BlockingReason = Literal["unsubscribed", "complained", "hard_bounced", "soft_bounced", "manual"]
+BlockingReason = SuppressionReason
 
 
 class TenantSettings(msgspec.Struct, frozen=True, kw_only=True):

@@ -17,7 +17,7 @@ import asyncpg
 import msgspec
 
 from suppress import queue
-from suppress.db import DATABASE_DOWN
+from suppress.db import DATABASE_DOWN, translated_errors
 from suppress.effects import enqueue_effects
 from suppress.errors import Conflict, SuppressError, Unavailable
 from suppress.intents import ConsentIntent, SuppressIntent
@@ -212,12 +212,10 @@ class Unsubscriber:
             actor="recipient",
             data={"via": "unsubscribe_page"},
         )
-        try:
+        with translated_errors("please try again in a minute"):
             applied = await Writer(self._pool, self._q).apply(
                 claims.tenant_id, [intent], db_timeout=DATABASE_WAIT
             )
-        except DATABASE_DOWN:
-            raise Unavailable("please try again in a minute") from None
         [outcome] = applied.outcomes
         assert isinstance(outcome, ConsentOutcome)
         if outcome.status == "erased":

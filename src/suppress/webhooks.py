@@ -9,8 +9,6 @@ registration, and kept sealed with AES-256-GCM under a key derived from SUPPRESS
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import os
@@ -25,6 +23,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from msgspec import Meta
 
+from suppress import cursors
 from suppress.config import derive_key
 from suppress.effects import LedgerEvent
 from suppress.errors import Conflict, InvalidInput, NotFound
@@ -66,6 +65,7 @@ RETRY_JITTER = 0.1
 _MAX_SIGNATURE_HEADER = 4096
 
 WebhookUrl = Annotated[str, Meta(min_length=1, max_length=MAX_URL_LENGTH)]
+DeliveryId = Annotated[int, Meta(gt=0)]  # msgspec reads it as an int64
 
 
 class WebhookIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -393,14 +393,8 @@ def _check_id(webhook_id: int) -> None:
 
 
 def _encode_cursor(delivery_id: int) -> str:
-    return base64.urlsafe_b64encode(f"d{delivery_id}".encode()).rstrip(b"=").decode()
+    return cursors.encode(delivery_id)
 
 
 def _decode_cursor(cursor: str) -> int:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not (text.startswith("d") and text[1:].isdigit() and 0 < int(text[1:]) < 2**63):
-            raise ValueError(text)
-        return int(text[1:])
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise InvalidInput("cursor is not one this service handed out") from None
+    return cursors.decode(cursor, DeliveryId)

@@ -87,37 +87,37 @@ def dev_data_dir() -> Iterator[Path]:
 
 
 def test_dev_runs_everything_with_nothing_configured(dev_data_dir: Path) -> None:
-    """The README's promise: `suppress dev` with no servers configured serves /readyz and checks."""
+    """The README's promise: `suppress dev` with no servers configured serves /readyz and checks,
+    and the other commands reach it with no SUPPRESS_* connection settings."""
     port = free_port()
+    env = clean_env(SUPPRESS_DEV_DATA_DIR=str(dev_data_dir))  # its default folder, for both sides
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "suppress.cli",
-            "dev",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(dev_data_dir),
-        ],
-        env=clean_env(),
+        [sys.executable, "-m", "suppress.cli", "dev", "--port", str(port)],
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     output: list[str] = []
     try:
-        key = None
-        deadline = time.monotonic() + 90
         assert proc.stdout is not None
-        while key is None and time.monotonic() < deadline:
+        deadline = time.monotonic() + 90
+        while not any("Ctrl-C stops everything" in line for line in output) and time.monotonic() < deadline:
             line = proc.stdout.readline()
             if not line:
                 break
             output.append(line)
-            match = re.search(r"demo API key (sk_\S+)", line)
-            key = match.group(1) if match else None
-        assert key, "".join(output)
+        banner = "".join(output)
+        match = re.search(r"demo API key (sk_\S+)", banner)
+        assert match, banner
+        key = match.group(1)
+        settings = dev_data_dir / "dev-settings.json"
+        assert f"settings     {settings}" in banner
+        assert f"secret       {dev_data_dir / 'secret'}" in banner
+        assert re.search(r"^  export SUPPRESS_DATABASE_URL=postgresql://\S+$", banner, re.M), banner
+        assert f'export SUPPRESS_SECRET="$(cat {dev_data_dir / "secret"})"' in banner
+        assert settings.stat().st_mode & 0o777 == 0o600
+        assert "SUPPRESS_SECRET" not in settings.read_text()  # where it lives, never the secret
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{base}/readyz").json()["status"] == "ready"
         response = httpx.post(
@@ -135,6 +135,17 @@ def test_dev_runs_everything_with_nothing_configured(dev_data_dir: Path) -> None
         assert reasons == [None, "unsubscribed", "no_basis"]
         assert response.json()["results"][0]["unsubscribe_url"].startswith(base + "/u/")
         assert (dev_data_dir / "secret").stat().st_mode & 0o777 == 0o600
+
+        made = run("keys", "create", "--tenant", "demo", "--scopes", "check", "--json", env=env)
+        assert made.returncode == 0, made.stderr
+        new_key = json.loads(made.stdout)["api_key"]
+        works = httpx.post(
+            f"{base}/v1/checks",
+            headers={"Authorization": f"Bearer {new_key}"},
+            json={"channel": "email", "purpose": "marketing", "recipients": ["nobody@example.no"]},
+        )
+        assert works.status_code == 200, works.text
+        assert run("ledger", "verify", "--tenant", "demo", env=env).returncode == 0
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -143,5 +154,12 @@ def test_dev_runs_everything_with_nothing_configured(dev_data_dir: Path) -> None
             proc.kill()
             proc.communicate()
             raise
-    assert "stopped" in rest, "".join(output) + rest
+    log = "".join(output) + rest
+    assert "stopped" in rest, log
     assert "embedded postgres stopped" in rest
+    assert "apply_effects" not in log  # no line per routine job without --verbose
+    assert "POST /v1/checks" in log  # requests still show
+    assert not settings.exists()
+    gone = run("keys", "create", "--tenant", "demo", "--scopes", "check", env=env)
+    assert gone.returncode == 2
+    assert "SUPPRESS_DATABASE_URL is not set" in gone.stderr and str(settings) in gone.stderr

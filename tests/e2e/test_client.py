@@ -21,7 +21,8 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 
-from suppress.client import (
+from suppress.config import Settings
+from suppress_client import (
     AsyncSuppressClient,
     AuthenticationError,
     CheckResult,
@@ -32,7 +33,6 @@ from suppress.client import (
     SuppressClient,
     stamp,
 )
-from suppress.config import Settings
 from tests.conftest import PUBLIC_URL, TEST_SECRET, Tenant
 
 

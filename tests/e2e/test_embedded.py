@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import signal
 import stat
@@ -29,7 +30,13 @@ from suppress.devstack.embedded import (
 )
 
 IS_ROOT = os.geteuid() == 0
-linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
+
+
+@pytest.fixture
+def proc_fs() -> None:
+    """The tests of stray and orphaned servers need Linux's /proc."""
+    if not sys.platform.startswith("linux"):
+        pytest.fail("this test needs Linux (/proc, PR_SET_PDEATHSIG); the module supports POSIX only")
 
 
 @pytest.fixture
@@ -148,7 +155,7 @@ def test_one_owner_per_data_dir(data_dir: Path) -> None:
         assert _alive(first.pid)  # the refused second start did not touch the running one
 
 
-@linux_only
+@pytest.mark.usefixtures("proc_fs")
 async def test_recovers_from_a_crashed_run(data_dir: Path) -> None:
     pg, rd = EmbeddedPostgres(data_dir), EmbeddedRedis(data_dir)
     with pg, rd:
@@ -218,7 +225,7 @@ def _run_owner(data_dir: Path, mode: str) -> tuple[subprocess.Popen[str], list[i
     return owner, json.loads(line)
 
 
-@linux_only
+@pytest.mark.usefixtures("proc_fs")
 def test_servers_stop_when_their_owner_is_killed(data_dir: Path) -> None:
     owner, pids = _run_owner(data_dir, "main")
     try:
@@ -236,7 +243,7 @@ def test_servers_stop_when_their_owner_is_killed(data_dir: Path) -> None:
             owner.stdout.close()
 
 
-@linux_only
+@pytest.mark.usefixtures("proc_fs")
 def test_servers_orphaned_by_a_crash_are_stopped_by_the_next_start(data_dir: Path) -> None:
     # started from a thread there is no parent-death signal; SIGKILL skips atexit too
     owner, pids = _run_owner(data_dir, "thread")
@@ -256,12 +263,16 @@ def test_servers_orphaned_by_a_crash_are_stopped_by_the_next_start(data_dir: Pat
                 os.kill(pid, signal.SIGKILL)
 
 
-@pytest.mark.skipif(not IS_ROOT, reason="only root runs the servers as another user")
-def test_root_refuses_a_data_dir_the_service_user_cannot_reach(tmp_path: Path) -> None:
+def test_a_data_dir_the_service_user_cannot_reach_is_refused(tmp_path: Path) -> None:
     blocked = next(p for p in tmp_path.parents if not p.stat().st_mode & stat.S_IXOTH)
     before = blocked.stat().st_mode
-    with pytest.raises(EmbeddedServerError, match="cannot reach"):
-        EmbeddedRedis(tmp_path / "data").start()
+    if IS_ROOT:  # the servers run as the service user: start() checks the way to the data folder
+        with pytest.raises(EmbeddedServerError, match="cannot reach"):
+            EmbeddedRedis(tmp_path / "data").start()
+    else:  # the servers run as us; the same check, for a user that owns none of the folders
+        nobody = pwd.struct_passwd(("nobody-here", "x", 2**31 - 3, 2**31 - 3, "", "/", "/bin/false"))
+        with pytest.raises(EmbeddedServerError, match="cannot reach"):
+            embedded._check_reachable(tmp_path, nobody)
     assert blocked.stat().st_mode == before  # nothing above the data folder was opened up
 
 

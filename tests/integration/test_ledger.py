@@ -569,6 +569,7 @@ def _cli(
     )
 
 
+@pytest.mark.e2e  # runs a real process
 async def test_cli_seal_head_and_verify_exit_codes(
     db: asyncpg.Connection, client: Client, tenant: Tenant, database_url: str
 ) -> None:

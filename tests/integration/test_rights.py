@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import asyncpg
+import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
@@ -123,6 +124,7 @@ def _pg_dump(database_url: str) -> str:
     ).stdout
 
 
+@pytest.mark.e2e  # runs a real process
 async def test_erasure_leaves_no_trace_in_a_database_dump(
     db: asyncpg.Connection, client: Client, tenant: Tenant, database_url: str
 ) -> None:

@@ -120,6 +120,7 @@ async def bounded(limit: int, calls: list[Awaitable[T]]) -> list[T]:
     return await asyncio.gather(*(one(c) for c in calls))
 
 
+@pytest.mark.e2e  # runs a real server
 async def test_one_click_and_undo_on_one_link_at_once_never_fail(
     client: Client, http: httpx.AsyncClient, tenant: Tenant
 ) -> None:
@@ -195,6 +196,7 @@ async def state(db: asyncpg.Connection, tenant: Tenant) -> dict[bytes, tuple[Any
     return {r["address_hash"]: tuple(r.values())[1:] for r in rows}
 
 
+@pytest.mark.e2e  # runs a real server
 async def test_concurrent_writers_leave_the_state_of_applying_their_intents_one_by_one(
     client: Client,
     http: httpx.AsyncClient,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
-from litestar import Request, post
+from litestar import post
+from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
-from suppress.api.auth import caller
+from suppress.api.auth import requires
 from suppress.checks import CheckRequest, CheckResponse, CheckService
+from suppress.tenants import Principal
 
 
 @post(
@@ -22,11 +23,12 @@ from suppress.checks import CheckRequest, CheckResponse, CheckService
         "Results come in input order. Needs the `check` scope."
     ),
     tags=["checks"],
+    guards=[requires("check")],
 )
-async def create_check(request: Request[Any, Any, Any], data: JSONBody[CheckRequest]) -> CheckResponse:
-    principal = await caller(request, "check")
-    service: CheckService = request.app.state.checks
-    return await service.check(principal, data, datetime.now(UTC))
+async def create_check(
+    principal: NamedDependency[Principal], checks: NamedDependency[CheckService], data: JSONBody[CheckRequest]
+) -> CheckResponse:
+    return await checks.check(principal, data, datetime.now(UTC))
 
 
 routes = [create_check]

@@ -11,7 +11,6 @@ another site (Origin / Sec-Fetch-Site).
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
@@ -30,6 +29,7 @@ from suppress.api.dashboard_pages import campaigns_csv, dashboard_page, login_pa
 from suppress.api.health import health_service
 from suppress.api.pages import SECURITY_HEADERS
 from suppress.config import derive_key
+from suppress.cursors import b64url, unb64url
 from suppress.errors import Forbidden, NotAuthenticated
 from suppress.health import DEFAULT_DAYS, MAX_CAMPAIGNS, MAX_DAYS, Viewer
 from suppress.tenants import Authenticator
@@ -53,14 +53,6 @@ class SessionClaims(msgspec.Struct, frozen=True, array_like=True):
     expires: int
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 class DashboardSessions:
     """Issues and verifies the dashboard's session cookie."""
 
@@ -76,7 +68,7 @@ class DashboardSessions:
         """A signed cookie value for this viewer, valid for SESSION_SECONDS."""
         claims = SessionClaims(viewer.key_id, viewer.tenant_id, int(now.timestamp()) + SESSION_SECONDS)
         payload = msgspec.json.encode(claims)
-        return f"v1.{_b64(payload)}.{_b64(self._mac(payload))}"
+        return f"v1.{b64url(payload)}.{b64url(self._mac(payload))}"
 
     def verify(self, value: str, now: datetime) -> SessionClaims | None:
         """The claims of a genuine, unexpired cookie; None for anything else."""
@@ -85,7 +77,7 @@ class DashboardSessions:
         version, _, rest = value.partition(".")
         payload_text, _, mac_text = rest.partition(".")
         try:
-            payload, mac = _unb64(payload_text), _unb64(mac_text)
+            payload, mac = unb64url(payload_text), unb64url(mac_text)
         except (binascii.Error, ValueError):
             return None
         if version != "v1" or not hmac.compare_digest(mac, self._mac(payload)):

@@ -23,7 +23,8 @@ from suppress.health import (
     ChannelReach,
     HealthReport,
 )
-from suppress.models import CHANNELS
+from suppress.models import CHANNELS, REASONS
+from suppress.spreadsheets import inert_cell
 
 PERIODS = (7, 30, 90, 365)
 CHANNEL_NAMES = {"email": "Email", "sms": "SMS"}
@@ -57,19 +58,7 @@ METRIC_LABELS = {
     "relationships_ended": "Agreements ended",
     "purchases": "Purchases",
 }
-DENIAL_REASONS = (
-    "invalid_address",
-    "unsubscribed",
-    "complained",
-    "hard_bounced",
-    "soft_bounced",
-    "manual",
-    "erased",
-    "restricted",
-    "no_basis",
-)
-# A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+DENIAL_REASONS = REASONS
 
 STYLE = """
 *{box-sizing:border-box}
@@ -505,11 +494,6 @@ def _activity(report: HealthReport) -> str:
 # -- CSV ------------------------------------------------------------------------------------------
 
 
-def _cell(text: str) -> str:
-    """Text a spreadsheet shows as text, never runs as a formula."""
-    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
-
-
 def campaigns_csv(campaigns: Sequence[CampaignHealth]) -> str:
     """The campaign table as CSV (RFC 4180 quoting, CRLF line ends)."""
     extra = sorted({r for c in campaigns for r in c.denied} - set(DENIAL_REASONS))
@@ -522,7 +506,7 @@ def campaigns_csv(campaigns: Sequence[CampaignHealth]) -> str:
     )  # fmt: skip
     for c in campaigns:
         writer.writerow(
-            [_cell(c.campaign), c.checked, c.allowed, sum(c.denied.values()),
+            [inert_cell(c.campaign), c.checked, c.allowed, sum(c.denied.values()),
              *(c.denied.get(r, 0) for r in reasons), c.unsubscribed,
              "" if c.unsubscribe_rate is None else repr(c.unsubscribe_rate), c.complained,
              "" if c.complaint_rate is None else repr(c.complaint_rate), c.alert]

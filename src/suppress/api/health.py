@@ -6,9 +6,10 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from litestar import Request, get
+from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
-from suppress.api.auth import caller
+from suppress.api.auth import requires
 from suppress.health import (
     DEFAULT_CAMPAIGNS,
     DEFAULT_DAYS,
@@ -17,6 +18,7 @@ from suppress.health import (
     HealthReport,
     HealthService,
 )
+from suppress.tenants import Principal
 
 
 def health_service(request: Request[Any, Any, Any]) -> HealthService:
@@ -40,9 +42,11 @@ def health_service(request: Request[Any, Any, Any]) -> HealthService:
         "`expiring_relationships`: customer relationships lapsing in the next 30 days. Needs `read`."
     ),
     tags=["health"],
+    guards=[requires("read")],
 )
 async def get_health(
     request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
     days: Annotated[int, QueryParameter(ge=1, le=MAX_DAYS, description="UTC days back, today included")] = (
         DEFAULT_DAYS
     ),
@@ -50,7 +54,6 @@ async def get_health(
         int, QueryParameter(ge=1, le=MAX_CAMPAIGNS, description="at most this many campaigns")
     ] = DEFAULT_CAMPAIGNS,
 ) -> HealthReport:
-    principal = await caller(request, "read")
     return await health_service(request).report(
         principal.tenant_id, datetime.now(UTC), days=days, campaigns=campaigns
     )

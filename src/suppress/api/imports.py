@@ -7,24 +7,21 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from litestar import Request, Response, get, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
 from multipart import MultipartError, MultipartSegment, PushMultipartParser  # type: ignore[import-untyped]
 
-from suppress.api.auth import caller
+from suppress.api.auth import requires
 from suppress.errors import MalformedRequest
 from suppress.imports.exports import MEDIA_TYPES, ExportFormat, export_suppressions
 from suppress.imports.records import ImportFormat, ImportKind, ImportOptions, ProviderList
 from suppress.imports.uploads import Imports, ImportView, UploadTooLarge
 from suppress.models import Channel, SuppressionReason
+from suppress.tenants import Principal
 
 # Room for multipart headers and boundaries on top of the file itself.
 MULTIPART_OVERHEAD = 64 * 1024
-
-
-def _imports(request: Request[Any, Any, Any]) -> Imports:
-    service: Imports = request.app.state.imports
-    return service
 
 
 class _Body:
@@ -97,9 +94,12 @@ def _boundary(content_type: str) -> str:
         "(512 MiB unless configured): larger is 413, empty or not UTF-8 or a first line that does not "
         "fit the format is 422, and nothing is stored. Layouts: docs/imports.md. Needs `write`."
     ),
+    guards=[requires("write")],
 )
 async def create_import(
     request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
+    imports: NamedDependency[Imports],
     kind: FromQuery[ImportKind],
     fmt: Annotated[ImportFormat, QueryParameter(name="format")],
     channel: FromQuery[Channel] = "email",
@@ -109,8 +109,7 @@ async def create_import(
     source: Annotated[str | None, QueryParameter(max_length=100)] = None,
     filename: Annotated[str | None, QueryParameter(max_length=300)] = None,
 ) -> Response[ImportView]:
-    principal = await caller(request, "write")
-    service = _imports(request)
+    service = imports
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > service.max_bytes + MULTIPART_OVERHEAD:
         raise UploadTooLarge(f"the upload is larger than {service.max_bytes} bytes")
@@ -136,14 +135,15 @@ async def create_import(
     description="Status (queued, running, done, failed), rows done / unchanged / failed, lines and "
     "bytes read of the total, and the first `errors` failed rows with their line numbers (all of "
     "them in `error_report`). Needs `read`.",
+    guards=[requires("read")],
 )
 async def get_import(
-    request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
+    imports: NamedDependency[Imports],
     import_id: FromPath[int],
     errors: Annotated[int, QueryParameter(ge=0, le=1000)] = 100,
 ) -> ImportView:
-    principal = await caller(request, "read")
-    return await _imports(request).get(principal.tenant_id, import_id, errors=errors)
+    return await imports.get(principal.tenant_id, import_id, errors=errors)
 
 
 @get(
@@ -151,10 +151,12 @@ async def get_import(
     summary="Download an import's error report (CSV)",
     tags=["imports"],
     description="Every row that was not imported: line, error, raw text. Needs `read`.",
+    guards=[requires("read")],
 )
-async def import_errors(request: Request[Any, Any, Any], import_id: FromPath[int]) -> Stream:
-    principal = await caller(request, "read")
-    rows = await _imports(request).error_report(principal.tenant_id, import_id)
+async def import_errors(
+    principal: NamedDependency[Principal], imports: NamedDependency[Imports], import_id: FromPath[int]
+) -> Stream:
+    rows = await imports.error_report(principal.tenant_id, import_id)
     return Stream(
         rows,
         media_type="text/csv; charset=utf-8",
@@ -169,14 +171,15 @@ async def import_errors(request: Request[Any, Any, Any], import_id: FromPath[int
     description="One consistent snapshot, oldest first, streamed as it is read. Columns: channel, "
     "address, reason, topic, since, expires_at, campaign, note (the CSV imports back as "
     "kind=suppressions). Erased recipients have no address and are left out. Needs `read`.",
+    guards=[requires("read")],
 )
 async def export(
     request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
     fmt: Annotated[ExportFormat, QueryParameter(name="format")] = "csv",
     channel: FromQuery[Channel | None] = None,
     reason: FromQuery[SuppressionReason | None] = None,
 ) -> Stream:
-    principal = await caller(request, "read")
     app_state = request.app.state
     rows = export_suppressions(
         app_state.pool,

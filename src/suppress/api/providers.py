@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
 from litestar import Litestar, Request, Response, delete, get, post, route
+from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from suppress.api.auth import caller
+from suppress.api.auth import requires
 from suppress.api.problems import problem_response
 from suppress.errors import NotFound
 from suppress.providers.certificates import HttpsFetcher, SnsCertificates, UrlFetcher
@@ -25,6 +26,7 @@ from suppress.providers.configs import (
 )
 from suppress.providers.inbox import ProviderInbox
 from suppress.providers.model import KINDS, InboundRequest, ProviderRejected
+from suppress.tenants import Principal
 
 # SendGrid batches reach 768 KB; nothing a provider sends is larger than this.
 MAX_INBOUND_BYTES: Final = 2 * 1024 * 1024
@@ -65,11 +67,6 @@ async def provider_services(app: Litestar) -> AsyncIterator[None]:
             await fetcher.aclose()
 
 
-def _configs(request: Request[Any, Any, Any]) -> ProviderConfigs:
-    service: ProviderConfigs = request.app.state.provider_configs
-    return service
-
-
 @post(
     "/v1/providers",
     summary="Configure an email or SMS provider",
@@ -79,18 +76,26 @@ def _configs(request: Request[Any, Any, Any]) -> ProviderConfigs:
     "`topics` maps the provider's unsubscribe scope (SendGrid ASM group id, Mailgun tag, Postmark "
     "message stream, SES topic) to a topic; `campaign_key` names the tag / custom arg / metadata key "
     "that carries the campaign. Needs `admin`. docs/providers.md has every field.",
+    guards=[requires("admin")],
 )
 async def create_provider(
-    request: Request[Any, Any, Any], data: JSONBody[ProviderConfigIn]
+    principal: NamedDependency[Principal],
+    provider_configs: NamedDependency[ProviderConfigs],
+    data: JSONBody[ProviderConfigIn],
 ) -> Response[Provider]:
-    principal = await caller(request, "admin")
-    return Response(await _configs(request).create(principal, data), status_code=201)
+    return Response(await provider_configs.create(principal, data), status_code=201)
 
 
-@get("/v1/providers", summary="List provider configurations (without credentials)", tags=["providers"])
-async def list_providers(request: Request[Any, Any, Any]) -> list[Provider]:
-    principal = await caller(request, "read")
-    return await _configs(request).list_providers(principal)
+@get(
+    "/v1/providers",
+    summary="List provider configurations (without credentials)",
+    tags=["providers"],
+    guards=[requires("read")],
+)
+async def list_providers(
+    principal: NamedDependency[Principal], provider_configs: NamedDependency[ProviderConfigs]
+) -> list[Provider]:
+    return await provider_configs.list_providers(principal)
 
 
 @delete(
@@ -100,10 +105,14 @@ async def list_providers(request: Request[Any, Any, Any]) -> list[Provider]:
     tags=["providers"],
     description="Its credentials are destroyed and its inbound URL answers 404; events already "
     "acknowledged are still applied. Repeating is harmless. Needs `admin`.",
+    guards=[requires("admin")],
 )
-async def delete_provider(request: Request[Any, Any, Any], provider_id: FromPath[int]) -> Provider:
-    principal = await caller(request, "admin")
-    return await _configs(request).delete(principal, provider_id, datetime.now(UTC))
+async def delete_provider(
+    principal: NamedDependency[Principal],
+    provider_configs: NamedDependency[ProviderConfigs],
+    provider_id: FromPath[int],
+) -> Provider:
+    return await provider_configs.delete(principal, provider_id, datetime.now(UTC))
 
 
 @get(
@@ -112,16 +121,17 @@ async def delete_provider(request: Request[Any, Any, Any], provider_id: FromPath
     tags=["providers"],
     description="Each event with the provider's id for it, whether it is pending, processed or "
     "failed (given up after repeated errors), and what applying it did. Needs `read`.",
+    guards=[requires("read")],
 )
 async def list_provider_events(
-    request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
+    provider_configs: NamedDependency[ProviderConfigs],
     provider_id: FromPath[int],
     status: FromQuery[EventStatus | None] = None,
     before: Annotated[int | None, QueryParameter(ge=1)] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
 ) -> list[ProviderEventView]:
-    principal = await caller(request, "read")
-    return await _configs(request).events(principal, provider_id, status=status, before=before, limit=limit)
+    return await provider_configs.events(principal, provider_id, status=status, before=before, limit=limit)
 
 
 @route(

@@ -6,9 +6,10 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from litestar import Request, Response, delete, get, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from suppress.api.auth import caller
+from suppress.api.auth import requires
 from suppress.models import Channel, LiftableReason, SuppressionReason, TopicName
 from suppress.recipients import (
     ConsentIn,
@@ -24,6 +25,7 @@ from suppress.recipients import (
     TopicIn,
     WriteResult,
 )
+from suppress.tenants import Principal
 
 
 def _recipients(request: Request[Any, Any, Any]) -> Recipients:
@@ -41,16 +43,17 @@ def _now() -> datetime:
     tags=["topics"],
     description="201 when created, 200 when it existed. `soft_opt_in` says whether an active customer "
     "relationship is a sufficient basis for this topic. Needs `write`.",
+    guards=[requires("write")],
 )
-async def save_topic(request: Request[Any, Any, Any], data: JSONBody[TopicIn]) -> Response[Topic]:
-    principal = await caller(request, "write")
+async def save_topic(
+    request: Request[Any, Any, Any], principal: NamedDependency[Principal], data: JSONBody[TopicIn]
+) -> Response[Topic]:
     topic, created = await _recipients(request).save_topic(principal, data)
     return Response(topic, status_code=201 if created else 200)
 
 
-@get("/v1/topics", summary="List the tenant's topics", tags=["topics"])
-async def list_topics(request: Request[Any, Any, Any]) -> list[Topic]:
-    principal = await caller(request, "read")
+@get("/v1/topics", summary="List the tenant's topics", tags=["topics"], guards=[requires("read")])
+async def list_topics(request: Request[Any, Any, Any], principal: NamedDependency[Principal]) -> list[Topic]:
     return await _recipients(request).list_topics(principal)
 
 
@@ -62,9 +65,11 @@ async def list_topics(request: Request[Any, Any, Any]) -> list[Topic]:
     description="Global (all topics of the channel) unless `topic` is given, which only `unsubscribed` "
     "may be. `soft_bounced` without `expires_at` lasts the tenant's soft-bounce period. An "
     "`unsubscribed` suppression also ends the matching consents. Needs `write`.",
+    guards=[requires("write")],
 )
-async def add_suppression(request: Request[Any, Any, Any], data: JSONBody[SuppressionIn]) -> WriteResult:
-    principal = await caller(request, "write")
+async def add_suppression(
+    request: Request[Any, Any, Any], principal: NamedDependency[Principal], data: JSONBody[SuppressionIn]
+) -> WriteResult:
     return await _recipients(request).suppress(principal, data, _now())
 
 
@@ -75,16 +80,17 @@ async def add_suppression(request: Request[Any, Any, Any], data: JSONBody[Suppre
     tags=["suppressions"],
     description="Lifts every suppression at the scope (all topics, or `topic`), or only `reason`. "
     "Lifting `complained` or `erased` needs the admin scope; otherwise `write`.",
+    guards=[requires("write")],
 )
 async def lift_suppression(
     request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
     channel: FromPath[Channel],
     address: FromPath[str],
     topic: FromQuery[TopicName | None] = None,
     reason: FromQuery[LiftableReason | None] = None,
     note: Annotated[str | None, QueryParameter(max_length=2000)] = None,
 ) -> LiftResult:
-    principal = await caller(request, "write")
     return await _recipients(request).lift(principal, channel, address, topic, reason, _now(), note=note)
 
 
@@ -92,16 +98,17 @@ async def lift_suppression(
     "/v1/suppressions",
     summary="List suppressions, oldest first, with cursor pagination",
     tags=["suppressions"],
+    guards=[requires("read")],
 )
 async def list_suppressions(
     request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
     channel: FromQuery[Channel | None] = None,
     reason: FromQuery[SuppressionReason | None] = None,
     since: FromQuery[datetime | None] = None,
     cursor: Annotated[str | None, QueryParameter(max_length=400)] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
 ) -> SuppressionPage:
-    principal = await caller(request, "read")
     return await _recipients(request).list_suppressions(
         principal,
         channel=channel,
@@ -121,9 +128,11 @@ async def list_suppressions(
     description="All topics unless `topic` is given; `partners: true` also covers partner offers. A "
     "consent given after an `unsubscribed` suppression of the same scope lifts it (a person-initiated "
     "re-opt-in); it never lifts complaints, bounces or erasure. Needs `write`.",
+    guards=[requires("write")],
 )
-async def give_consent(request: Request[Any, Any, Any], data: JSONBody[ConsentIn]) -> WriteResult:
-    principal = await caller(request, "write")
+async def give_consent(
+    request: Request[Any, Any, Any], principal: NamedDependency[Principal], data: JSONBody[ConsentIn]
+) -> WriteResult:
     return await _recipients(request).give_consent(principal, data, _now())
 
 
@@ -134,9 +143,11 @@ async def give_consent(request: Request[Any, Any, Any], data: JSONBody[ConsentIn
     tags=["consents"],
     description="Ends the matching consents and suppresses the scope as `unsubscribed`, so a customer "
     "relationship no longer counts either. Needs `write`.",
+    guards=[requires("write")],
 )
-async def withdraw_consent(request: Request[Any, Any, Any], data: JSONBody[ConsentWithdrawIn]) -> WriteResult:
-    principal = await caller(request, "write")
+async def withdraw_consent(
+    request: Request[Any, Any, Any], principal: NamedDependency[Principal], data: JSONBody[ConsentWithdrawIn]
+) -> WriteResult:
     return await _recipients(request).withdraw_consent(principal, data, _now())
 
 
@@ -148,9 +159,11 @@ async def withdraw_consent(request: Request[Any, Any, Any], data: JSONBody[Conse
     description="Links the addresses to the customer (`collected_in_sale` marks an address obtained in "
     "a sale, the condition for soft opt-in) and updates the relationship of every address of the "
     "customer. Needs `write`.",
+    guards=[requires("write")],
 )
-async def customer_event(request: Request[Any, Any, Any], data: JSONBody[CustomerEventIn]) -> CustomerResult:
-    principal = await caller(request, "write")
+async def customer_event(
+    request: Request[Any, Any, Any], principal: NamedDependency[Principal], data: JSONBody[CustomerEventIn]
+) -> CustomerResult:
     return await _recipients(request).customer_event(principal, data, _now())
 
 
@@ -160,14 +173,15 @@ async def customer_event(request: Request[Any, Any, Any], data: JSONBody[Custome
     tags=["recipients"],
     description="The current state, the marketing decision for each topic, current consents, "
     "suppressions and customer links, and the ledger events behind them. Needs `read`.",
+    guards=[requires("read")],
 )
 async def get_recipient(
     request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
     channel: FromPath[Channel],
     address: FromPath[str],
     events: Annotated[int, QueryParameter(ge=0, le=10_000)] = 1000,
 ) -> RecipientView:
-    principal = await caller(request, "read")
     return await _recipients(request).explain(principal, channel, address, _now(), events=events)
 
 

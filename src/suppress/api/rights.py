@@ -6,11 +6,14 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from litestar import Request, get, post
+from litestar.di import NamedDependency
 from litestar.params import Body, FromPath
 
-from suppress.api.auth import caller
+from suppress.api.auth import principal as auth_principal
+from suppress.api.auth import requires
 from suppress.models import Channel
 from suppress.rights import CustomerExport, RecipientExport, RestrictIn, Rights, RightsResult
+from suppress.tenants import Principal
 
 
 def _rights(request: Request[Any, Any, Any]) -> Rights:
@@ -30,7 +33,7 @@ async def _set_restriction(
     *,
     restricted: bool,
 ) -> RightsResult:
-    principal = await caller(request, "write")
+    principal = auth_principal(request)
     note = data.note if data else None
     return await _rights(request).restrict(
         principal, channel, address, restricted=restricted, note=note, now=_now()
@@ -43,11 +46,14 @@ async def _set_restriction(
     tags=["gdpr"],
     description="Current state, consents with their evidence and notice versions, suppressions, "
     "customer links and the full ledger, personal fields included. Needs `read`.",
+    guards=[requires("read")],
 )
 async def export_recipient(
-    request: Request[Any, Any, Any], channel: FromPath[Channel], address: FromPath[str]
+    request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
+    channel: FromPath[Channel],
+    address: FromPath[str],
 ) -> RecipientExport:
-    principal = await caller(request, "read")
     return await _rights(request).export_recipient(principal, channel, address, _now())
 
 
@@ -56,9 +62,11 @@ async def export_recipient(
     summary="GDPR access: a customer and all its addresses",
     tags=["gdpr"],
     description="Needs `read`.",
+    guards=[requires("read")],
 )
-async def export_customer(request: Request[Any, Any, Any], customer_ref: FromPath[str]) -> CustomerExport:
-    principal = await caller(request, "read")
+async def export_customer(
+    request: Request[Any, Any, Any], principal: NamedDependency[Principal], customer_ref: FromPath[str]
+) -> CustomerExport:
     return await _rights(request).export_customer(principal, customer_ref, _now())
 
 
@@ -71,11 +79,14 @@ async def export_customer(request: Request[Any, Any, Any], customer_ref: FromPat
     "table, including inside ledger events (whose hashes stay, so the chain still verifies), and keeps "
     "the keyed hash with an `erased` suppression: any spelling of the address is denied from now on, "
     "and a later consent is refused until an admin lifts the erasure with a reason. Needs `admin`.",
+    guards=[requires("admin")],
 )
 async def erase_recipient(
-    request: Request[Any, Any, Any], channel: FromPath[Channel], address: FromPath[str]
+    request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
+    channel: FromPath[Channel],
+    address: FromPath[str],
 ) -> RightsResult:
-    principal = await caller(request, "admin")
     return await _rights(request).erase_recipient(principal, channel, address, _now())
 
 
@@ -85,9 +96,11 @@ async def erase_recipient(
     tags=["gdpr"],
     summary="GDPR erasure of a customer: every address, then the customer record",
     description="Needs `admin`.",
+    guards=[requires("admin")],
 )
-async def erase_customer(request: Request[Any, Any, Any], customer_ref: FromPath[str]) -> RightsResult:
-    principal = await caller(request, "admin")
+async def erase_customer(
+    request: Request[Any, Any, Any], principal: NamedDependency[Principal], customer_ref: FromPath[str]
+) -> RightsResult:
     return await _rights(request).erase_customer(principal, customer_ref, _now())
 
 
@@ -97,6 +110,7 @@ async def erase_customer(request: Request[Any, Any, Any], customer_ref: FromPath
     tags=["gdpr"],
     summary="GDPR Art. 18: restrict processing (every send denied `restricted`)",
     description="Needs `write`.",
+    guards=[requires("write")],
 )
 async def restrict(
     request: Request[Any, Any, Any],
@@ -113,6 +127,7 @@ async def restrict(
     tags=["gdpr"],
     summary="Lift a restriction",
     description="Needs `write`.",
+    guards=[requires("write")],
 )
 async def unrestrict(
     request: Request[Any, Any, Any],
@@ -130,9 +145,11 @@ async def unrestrict(
     summary="GDPR Art. 21: objection to direct marketing",
     description="Suppresses every channel and topic for every known address of the customer, at once "
     "(`unsubscribed`, recorded as an `objected` event). Needs `write`.",
+    guards=[requires("write")],
 )
-async def object_to_marketing(request: Request[Any, Any, Any], customer_ref: FromPath[str]) -> RightsResult:
-    principal = await caller(request, "write")
+async def object_to_marketing(
+    request: Request[Any, Any, Any], principal: NamedDependency[Principal], customer_ref: FromPath[str]
+) -> RightsResult:
     return await _rights(request).object(principal, customer_ref, _now())
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, get, patch
+from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
-from suppress.api.auth import caller
+from suppress.api.auth import requires
 from suppress.tenants import (
     Authenticator,
+    Principal,
     TenantSettings,
     TenantSettingsPatch,
     tenant_settings,
@@ -17,9 +19,16 @@ from suppress.tenants import (
 )
 
 
-@get("/v1/settings", summary="The tenant's policy settings", tags=["settings"], description="Needs `read`.")
-async def get_settings(request: Request[Any, Any, Any]) -> TenantSettings:
-    principal = await caller(request, "read")
+@get(
+    "/v1/settings",
+    summary="The tenant's policy settings",
+    tags=["settings"],
+    description="Needs `read`.",
+    guards=[requires("read")],
+)
+async def get_settings(
+    request: Request[Any, Any, Any], principal: NamedDependency[Principal]
+) -> TenantSettings:
     return await tenant_settings(request.app.state.pool, request.app.state.queries, principal.tenant_id)
 
 
@@ -28,11 +37,13 @@ async def get_settings(request: Request[Any, Any, Any]) -> TenantSettings:
     summary="Change the tenant's policy settings",
     tags=["settings"],
     description="Send only the fields to change. Takes effect for the next request. Needs `admin`.",
+    guards=[requires("admin")],
 )
 async def patch_settings(
-    request: Request[Any, Any, Any], data: JSONBody[TenantSettingsPatch]
+    request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
+    data: JSONBody[TenantSettingsPatch],
 ) -> TenantSettings:
-    principal = await caller(request, "admin")
     updated = await update_tenant_settings(
         request.app.state.pool, request.app.state.queries, principal.tenant_id, data
     )

@@ -6,10 +6,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Request, post
+from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
-from suppress.api.auth import caller
+from suppress.api.auth import requires
 from suppress.sms import InboundSmsIn, InboundSmsResult, SmsInbox
+from suppress.tenants import Principal
 
 
 @post(
@@ -23,9 +25,11 @@ from suppress.sms import InboundSmsIn, InboundSmsResult, SmsInbox
     "earlier stop), help → nothing written. The write is durable before the answer; `reply` is queued "
     "for the SMS sender (a Redis outage loses the reply, never the stop). Any other text: all fields "
     "null and nothing written. Needs `write`. Keywords and texts: docs/sms.md.",
+    guards=[requires("write")],
 )
-async def inbound_sms(request: Request[Any, Any, Any], data: JSONBody[InboundSmsIn]) -> InboundSmsResult:
-    principal = await caller(request, "write")
+async def inbound_sms(
+    request: Request[Any, Any, Any], principal: NamedDependency[Principal], data: JSONBody[InboundSmsIn]
+) -> InboundSmsResult:
     inbox = SmsInbox(request.app.state.recipients, request.app.state.queue)
     return await inbox.receive(principal, data, datetime.now(UTC))
 

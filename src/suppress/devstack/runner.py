@@ -2,13 +2,16 @@
 
 Starts embedded PostgreSQL and Redis when SUPPRESS_DATABASE_URL / SUPPRESS_REDIS_URL are unset,
 keeps a generated SUPPRESS_SECRET in the data folder, migrates, seeds a demo tenant, and runs the
-API and a worker in one process until Ctrl-C.
+API and a worker in one process until Ctrl-C. While it runs, its connection settings wait in
+``DATA_DIR/dev-settings.json`` for the other `suppress` commands (settings_file.py). The log shows
+requests and problems; arq's line per job (tens of thousands an hour) only with ``--verbose``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import stat
 from datetime import UTC, datetime, timedelta
@@ -24,9 +27,11 @@ from suppress.addresses import AddressHasher
 from suppress.app import create_app
 from suppress.config import DerivedKeys, Settings
 from suppress.db import create_pool
+from suppress.devstack import settings_file
 from suppress.devstack.embedded import EmbeddedPostgres, EmbeddedRedis, default_data_dir
 from suppress.devstack.secrets_file import read_or_create
 from suppress.migrate import migrate
+from suppress.models import Channel, CustomerEvent
 from suppress.recipients import (
     ConsentIn,
     CustomerAddressIn,
@@ -100,31 +105,16 @@ async def _seed_data(settings: Settings, api_key: str) -> None:
             ConsentIn(channel="sms", address="+4791234567", source="checkout", notice_version="2026-01"),
             now,
         )
-        await service.customer_event(
-            principal,
-            CustomerEventIn(
-                customer_ref="C-1001",
-                event="purchase",
-                at=now - timedelta(days=30),
-                addresses=[
-                    CustomerAddressIn(channel="email", address="per@example.no", collected_in_sale=True)
-                ],
-            ),
-            now,
-        )
-        await service.customer_event(
-            principal,
-            CustomerEventIn(
-                customer_ref="C-1002",
-                event="agreement_started",
-                at=now - timedelta(days=200),
-                addresses=[
-                    CustomerAddressIn(channel="email", address="anne@example.no", collected_in_sale=True),
-                    CustomerAddressIn(channel="sms", address="+4798765432", collected_in_sale=True),
-                ],
-            ),
-            now,
-        )
+        customers: list[tuple[str, CustomerEvent, int, list[tuple[Channel, str]]]] = [
+            ("C-1001", "purchase", 30, [("email", "per@example.no")]),
+            ("C-1002", "agreement_started", 200, [("email", "anne@example.no"), ("sms", "+4798765432")]),
+        ]
+        for ref, event, days, addresses in customers:
+            bought = [CustomerAddressIn(channel=c, address=a, collected_in_sale=True) for c, a in addresses]
+            customer = CustomerEventIn(
+                customer_ref=ref, event=event, at=now - timedelta(days=days), addresses=bought
+            )
+            await service.customer_event(principal, customer, now)
         await service.suppress(
             principal,
             SuppressionIn(channel="email", address="nils@example.no", reason="unsubscribed"),
@@ -139,10 +129,14 @@ def _write_private(path: Path, text: str) -> None:
     path.chmod(stat.S_IRUSR | stat.S_IWUSR)
 
 
-async def run_dev(*, host: str, port: int, data_dir: Path | None, worker_settings: type) -> int:
+async def run_dev(
+    *, host: str, port: int, data_dir: Path | None, worker_settings: type, verbose: bool = False
+) -> int:
     """Run API + worker (and embedded servers where needed) until interrupted."""
     data_dir = data_dir or default_data_dir()
     data_dir.mkdir(parents=True, exist_ok=True)
+    if not verbose:  # arq logs every job start and end at INFO; its warnings and errors still show
+        logging.getLogger("arq.worker").setLevel(logging.WARNING)
     settings = Settings.from_env()
     with contextlib.ExitStack() as stack:
         database_url, redis_url = settings.database_url, settings.redis_url
@@ -156,12 +150,20 @@ async def run_dev(*, host: str, port: int, data_dir: Path | None, worker_setting
             redis = EmbeddedRedis(data_dir)
             stack.callback(redis.stop)
             redis_url = await asyncio.to_thread(redis.start)
+        secret_file = None if settings.secret else data_dir / "secret"
         settings = msgspec.structs.replace(
             settings,
             database_url=database_url,
             redis_url=redis_url,
             secret=settings.secret or read_or_create(data_dir / "secret"),
             public_url=os.environ.get("SUPPRESS_PUBLIC_URL", f"http://{host}:{port}").rstrip("/"),
+        )
+        dev = settings_file.DevSettings(
+            database_url=database_url,
+            redis_url=redis_url,
+            secret_file=None if secret_file is None else str(secret_file),
+            public_url=settings.public_url,
+            pid=os.getpid(),
         )
         conn = await asyncpg.connect(database_url)
         try:
@@ -172,7 +174,8 @@ async def run_dev(*, host: str, port: int, data_dir: Path | None, worker_setting
         server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port, log_level="info"))
         worker = queue.build_worker(worker_settings, redis_url, ctx={"settings": settings})
         worker_task = asyncio.create_task(worker.async_run())
-        banner = asyncio.create_task(_banner(server, settings, api_key, data_dir))
+        stack.callback(settings_file.remove, data_dir)
+        banner = asyncio.create_task(_banner(server, dev, api_key, data_dir))
         try:
             await server.serve()
         finally:
@@ -185,10 +188,18 @@ async def run_dev(*, host: str, port: int, data_dir: Path | None, worker_setting
     return 0
 
 
-async def _banner(server: uvicorn.Server, settings: Settings, api_key: str, data_dir: Path) -> None:
+async def _banner(
+    server: uvicorn.Server, dev: settings_file.DevSettings, api_key: str, data_dir: Path
+) -> None:
     while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
         await asyncio.sleep(0.05)
-    base = settings.public_url
+    written = settings_file.write(data_dir, dev)
+    base = dev.public_url
+    found = (
+        "the other suppress commands read it"
+        if data_dir == default_data_dir()
+        else "not the default folder: use the export lines"
+    )
     lines: list[Any] = [
         "",
         "suppress is running",
@@ -196,6 +207,11 @@ async def _banner(server: uvicorn.Server, settings: Settings, api_key: str, data
         f"  ready?       {base}/readyz",
         f"  demo API key {api_key}",
         f"  data folder  {data_dir}",
+        f"  secret       {dev.secret_file or 'from SUPPRESS_SECRET'}",
+        f"  settings     {written} ({found})",
+        "",
+        "to use this server from another shell or tool:",
+        *(f"  {line}" for line in dev.export_lines()),
         "",
         "try:",
         f"  curl -s {base}/v1/checks -H 'Authorization: Bearer {api_key}' \\",

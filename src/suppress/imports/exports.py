@@ -17,7 +17,7 @@ from typing import Literal
 import asyncpg
 import msgspec
 
-from suppress.imports.uploads import cell
+from suppress.spreadsheets import inert_cell
 from suppress.sql import Queries
 
 ExportFormat = Literal["csv", "ndjson"]
@@ -84,7 +84,7 @@ def _csv_encoder() -> _Encoder:
                     row["since"].isoformat(),
                     row["expires_at"].isoformat() if row["expires_at"] else "",
                     row["campaign"] or "",
-                    cell(row["note"] or ""),
+                    inert_cell(row["note"] or ""),
                 ]
             )
         text = buffer.getvalue()

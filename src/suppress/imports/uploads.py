@@ -29,6 +29,7 @@ from suppress.imports.formats import Lines, NeedMore, Reader
 from suppress.imports.records import PROVIDER_FORMATS, PROVIDER_LISTS, FormatError, ImportOptions
 from suppress.imports.runs import CHUNK_BYTES, import_job_id
 from suppress.models import CHANNELS, SUPPRESSION_REASONS, TopicName
+from suppress.spreadsheets import inert_cell
 from suppress.sql import Queries
 
 log = logging.getLogger(__name__)
@@ -229,18 +230,13 @@ class Imports:
         while True:
             rows = await self._pool.fetch(self._q.import_errors_page, tenant_id, import_id, page, after)
             for r in rows:
-                writer.writerow([r["line"], cell(r["message"]), cell(r["raw"] or "")])
+                writer.writerow([r["line"], inert_cell(r["message"]), inert_cell(r["raw"] or "")])
             yield buffer.getvalue().encode()
             buffer.seek(0)
             buffer.truncate()
             if len(rows) < page:
                 return
             after = rows[-1]["ordinal"]
-
-
-def cell(text: str) -> str:
-    """A CSV cell a spreadsheet will not run as a formula (free text only; data stays as it is)."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 class _Upload:

@@ -19,7 +19,7 @@ import asyncpg
 import msgspec
 
 from suppress import queue
-from suppress.db import DATABASE_DOWN
+from suppress.db import translated_errors
 from suppress.errors import NotFound, Unavailable
 from suppress.providers import mailgun, postmark, sendgrid, ses, twilio, vonage
 from suppress.providers.certificates import FetchUnavailable, SnsCertificates
@@ -110,10 +110,8 @@ class ProviderInbox:
 
     async def receive(self, kind: str, provider_id: int, request: InboundRequest) -> Receipt:
         """Verify and store one request; ProviderRejected (nothing stored) when it does not verify."""
-        try:
+        with translated_errors():
             provider = await self._configs.load(kind, provider_id)
-        except DATABASE_DOWN as exc:
-            raise Unavailable(f"database unavailable: {type(exc).__name__}") from None
         if provider is None:
             raise NotFound("no active provider configuration at this URL")
         now = self._clock()
@@ -126,7 +124,7 @@ class ProviderInbox:
             raise
         except FetchUnavailable as exc:
             raise Unavailable(f"the SNS signing certificate cannot be fetched now ({exc}); retry") from None
-        try:
+        with translated_errors():
             row = await self._pool.fetchrow(
                 self._q.store_provider_events,
                 provider.tenant_id,
@@ -137,8 +135,6 @@ class ProviderInbox:
                 verified.nonce,
                 verified.nonce_expires_at,
             )
-        except DATABASE_DOWN as exc:
-            raise Unavailable(f"database unavailable: {type(exc).__name__}") from None
         assert row is not None
         if not row["fresh"]:
             log.warning("refused a replayed %s request for provider %s", kind, provider_id)

@@ -40,10 +40,10 @@ again only after it). The tests only poll, with deadlines. Two shortcuts, both s
   long. After the kill, with no worker alive, the test checks that the keys would expire by
   themselves and deletes them, which is what waiting out their TTL would do.
 
-Known bugs: a scenario that meets one of the bugs described in KNOWN_BUG_STALE_RESULT,
-KNOWN_BUG_INTERNAL_CLIENT_ERROR and KNOWN_BUG_DOUBLE_CLICK still checks everything else, then ends as
-xfail with the bug and the counts in the reason (`-rx` shows it); anything else that goes wrong
-fails. Once they are fixed the scenarios simply pass.
+Regressions: three bugs these scenarios once found, since fixed, are asserted outright, each with
+a message naming it when it comes back (STALE_RESULT, DOUBLE_CLICK, INTERNAL_CLIENT_ERROR below):
+effects held up for an hour by stale arq result ids, two ledger events for one double-clicked
+unsubscribe, and a 500 when asyncpg raises InternalClientError while PostgreSQL shuts down.
 
 `SUPPRESS_FAULTS_KEEP=1` keeps the data folder (servers' data and the server and worker logs).
 """
@@ -96,41 +96,30 @@ ONE_CLICK = b"List-Unsubscribe=One-Click"
 FORM = {"content-type": "application/x-www-form-urlencoded", "accept-language": "en"}
 IN_PROGRESS = "arq:in-progress:"
 QUEUE = "arq:queue"
-# Everything pending after this long that only a stale result key holds up is KNOWN_BUG_STALE_RESULT
-# (nothing else can run it: no job holds its id, and nothing can enqueue it again).
+# Everything pending after this long that only a stale result key holds up is the STALE_RESULT
+# regression (nothing else can run it: no job holds its id, and nothing can enqueue it again).
 STALE_RESULT_AFTER = 20.0
 # While settling, the test also runs the sweeper's and the redelivery cron's job functions itself
 # every few seconds (besides the worker's own crons), so a scenario does not wait up to 30 s for
 # the next cron tick; SUPPRESS_FAULTS_REAL_CRONS=1 leaves recovery to the worker's crons alone.
 NUDGE_EVERY = 5.0
-KNOWN_BUG_STALE_RESULT = (
-    "Known bug (workers/settings.py): when arq fails a job before running it ('job expired': its "
-    "job key vanished, e.g. Redis flushed between the pick and the run; or 'max retries exceeded'), "
-    "it stores a result under the job id for the Worker-wide keep_result (arq default 3600 s), not "
+STALE_RESULT = (
+    "Regression (workers/settings.py, queue.py): when arq fails a job before running it ('job "
+    "expired': its job key vanished, e.g. Redis flushed between the pick and the run; or 'max "
+    "retries exceeded'), it stores a result under the job id for the Worker-wide keep_result, not "
     "the function's keep_result=0. The id stays taken, so the sweeper and the redelivery cron cannot "
-    "enqueue apply_effects / deliver_webhook for it again: those effects wait an hour. Fix: "
-    "`keep_result = 0` in WorkerSettings."
+    "enqueue apply_effects / deliver_webhook for it again. The worker's keep_result must be 0."
 )
-
-KNOWN_BUG_DOUBLE_CLICK = (
-    "Known bug (sql/suppressions.sql upsert_suppression, as run by unsubscribe.apply_order): two "
-    "first-time unsubscribes of one recipient at the same moment both pass the statement's 'only if "
-    "new' test (each sees the snapshot before the other commits), so both append an `unsubscribed` "
-    "event (the second suppression upsert waits and then updates), both answer 'You are "
-    "unsubscribed', and each event gets its own effects: receivers get the unsubscribe twice under "
-    "two event ids. Fix: serialise per recipient, e.g. pg_advisory_xact_lock on (tenant, address "
-    "hash) in a transaction before the statement (read committed: the statement then sees the other "
-    "commit), or let the suppression row decide (INSERT ... ON CONFLICT DO NOTHING first, the event "
-    "only when it inserted)."
+DOUBLE_CLICK = (
+    "Regression (sql/suppressions.sql, unsubscribe.apply_order): two first-time unsubscribes of one "
+    "recipient at the same moment must give one `unsubscribed` event, not one each (per-recipient "
+    "serialisation, or the suppression row deciding whether the event is new)."
 )
-
-KNOWN_500_SIGNATURE = "asyncpg.exceptions._base.InternalClientError"
-KNOWN_BUG_INTERNAL_CLIENT_ERROR = (
-    "Known bug (src/suppress/db.py): while PostgreSQL shuts down, asyncpg can raise "
-    "InternalClientError ('cannot switch to state 12; another operation (2) is in progress'), which is "
-    "not in db.DATABASE_DOWN, so POST /u/{token} answers 500 instead of spooling the unsubscribe "
-    "(or 503), even though the write may already have committed. Fix: add "
-    "asyncpg.InternalClientError to DATABASE_DOWN (spooling is safe: the spooled job writes only if new)."
+INTERNAL_CLIENT_ERROR_SIGNATURE = "asyncpg.exceptions._base.InternalClientError"
+INTERNAL_CLIENT_ERROR = (
+    "Regression (src/suppress/db.py): while PostgreSQL shuts down, asyncpg can raise "
+    "InternalClientError ('cannot switch to state 12; another operation (2) is in progress'); it "
+    "must count as the database being down (spool the unsubscribe, or 503), never a 500."
 )
 
 
@@ -663,7 +652,7 @@ class Blocked:
 
 
 async def stale_results(stack: Stack, state: State) -> Blocked:
-    """The pending work no job will pick up before a stale result key expires (KNOWN_BUG_STALE_RESULT)."""
+    """The pending work no job will pick up before a stale result key expires (STALE_RESULT)."""
     blocked = Blocked()
     async with stack.redis() as redis:
 
@@ -713,15 +702,15 @@ class Nudger:
             self.enqueued += await redeliver_due_webhooks(self._ctx)
 
 
-async def settle(stack: Stack, acked: set[str], nudger: Nudger) -> tuple[State, float, Blocked]:
+async def settle(stack: Stack, acked: set[str], nudger: Nudger) -> tuple[State, float]:
     """Wait until every acknowledged unsubscribe is applied and every effect is done.
 
-    Returns early, with the blocked work, when after STALE_RESULT_AFTER seconds (the crons have had
-    their chance) all that is left is work held up by KNOWN_BUG_STALE_RESULT."""
+    Fails early, naming STALE_RESULT, when after STALE_RESULT_AFTER seconds (the crons have had
+    their chance) all that is left is work held up by stale result keys."""
     last: list[str] = []
     started = time.monotonic()
 
-    async def settled() -> tuple[State, Blocked] | None:
+    async def settled() -> State | None:
         try:
             state = await read_state(stack)
         except (OSError, asyncpg.PostgresError) as exc:  # the database may still be starting
@@ -738,7 +727,7 @@ async def settle(stack: Stack, acked: set[str], nudger: Nudger) -> tuple[State, 
         if missing_events:
             return None
         if not state.pending_effects and not state.pending_deliveries and expected <= received:
-            return state, Blocked()
+            return state
         if time.monotonic() - started < STALE_RESULT_AFTER:
             return None
         blocked = await stale_results(stack, state)
@@ -749,7 +738,10 @@ async def settle(stack: Stack, acked: set[str], nudger: Nudger) -> tuple[State, 
             and state.pending_deliveries == blocked.deliveries
             and expected - received <= held
         ):
-            return state, blocked
+            pytest.fail(
+                f"{STALE_RESULT} Held up: the effects of {len(blocked.effects)} event(s) and "
+                f"{len(blocked.deliveries)} webhook deliverie(s)."
+            )
         return None
 
     while (done := await settled()) is None:
@@ -757,8 +749,7 @@ async def settle(stack: Stack, acked: set[str], nudger: Nudger) -> tuple[State, 
         if time.monotonic() - started > SETTLE_TIMEOUT:
             pytest.fail(f"not settled within {SETTLE_TIMEOUT:g} s: {last[0]}\n{await diagnose(stack)}")
         await asyncio.sleep(0.25)
-    state, blocked = done
-    return state, time.monotonic() - started, blocked
+    return done, time.monotonic() - started
 
 
 async def diagnose(stack: Stack) -> str:
@@ -798,7 +789,7 @@ class Outcome:
     applied: int
     spooled: int
     unavailable: int
-    errors: int  # 500s (KNOWN_BUG_INTERNAL_CLIENT_ERROR)
+    errors: int  # 500s
     lost: int
     doubled_events: int
     duplicates: int
@@ -820,18 +811,14 @@ class Outcome:
 async def verify(stack: Stack, stream: Stream, scenario: str, **notes: Any) -> Outcome:
     """Settle, then check everything a scenario promises; returns the counts."""
     counts = stream.counts()
-    known: list[str] = []  # known bugs met on the way: the test ends as xfail once all else is verified
     unexpected = {k: v for k, v in counts.items() if k not in {"applied", "spooled", "unavailable"}}
-    if set(unexpected) == {"HTTP 500"} and KNOWN_500_SIGNATURE in stack.server.log_path.read_text(
-        errors="replace"
-    ):
-        known.append(f"{KNOWN_BUG_INTERNAL_CLIENT_ERROR} Met {unexpected['HTTP 500']} time(s).")
-    else:
-        assert not unexpected, f"unexpected answers {unexpected}\n{stack.logs()}"
+    if INTERNAL_CLIENT_ERROR_SIGNATURE in stack.server.log_path.read_text(errors="replace"):
+        pytest.fail(f"{INTERNAL_CLIENT_ERROR} Answers: {counts}")
+    assert not unexpected, f"unexpected answers {unexpected}\n{stack.logs()}"
     assert len(stream.sent) == N
 
     async with Nudger(stack) as nudger:
-        state, seconds, blocked = await settle(stack, {s.address for s in stream.acknowledged()}, nudger)
+        state, seconds = await settle(stack, {s.address for s in stream.acknowledged()}, nudger)
     if nudger.enabled:
         notes["enqueued_by_direct_sweeps"] = nudger.enqueued
     acked = stream.acknowledged()
@@ -844,13 +831,19 @@ async def verify(stack: Stack, stream: Stream, scenario: str, **notes: Any) -> O
     assert not doubled, f"recipients with more than one unsubscribed event: {doubled}"
     # the ledger keeps the time of the request, also when it was applied late from the spool
     late: list[float] = []
+    committed_then_spooled = 0
     for s in acked:
         [event] = state.events[s.address]
         skew = abs((event["occurred_at"] - s.sent_at).total_seconds())
         assert skew <= 1.0, f"{s.address}: occurred_at {event['occurred_at']} vs request at {s.sent_at}"
-        assert event["spooled"] == (s.kind == "spooled"), (s, event)
-        if s.kind == "spooled":
+        # An answered "applied" is never applied from the spool. An answered "spooled" usually is,
+        # but when PostgreSQL went away after the commit and before its acknowledgement, the service
+        # cannot know the write landed: it spools, and the spooled job finds it applied (no event).
+        assert s.kind == "spooled" or not event["spooled"], (s, event)
+        if s.kind == "spooled" and event["spooled"]:
             late.append((event["recorded_at"] - event["occurred_at"]).total_seconds())
+        elif s.kind == "spooled":
+            committed_then_spooled += 1
     # the next check denies every acknowledged recipient
     checked = await stack.api(
         "/v1/checks",
@@ -864,22 +857,23 @@ async def verify(stack: Stack, stream: Stream, scenario: str, **notes: Any) -> O
     allowed = [r["recipient"] for r in checked["results"] if r["allowed"] or r["reason"] != "unsubscribed"]
     assert not allowed, f"acknowledged unsubscribes not denied by the check: {allowed[:5]}"
     # effects: one delivery per event for the webhook, delivered, received; nothing pending
-    # (but for work held up by KNOWN_BUG_STALE_RESULT, which ends the test as xfail below)
     event_ids = {e["id"] for rows in state.events.values() for e in rows}
-    assert set(state.deliveries) == event_ids - blocked.effects
+    assert set(state.deliveries) == event_ids
     assert all(n == 1 for n in state.deliveries.values()), state.deliveries.most_common(3)
-    assert state.delivered == event_ids - blocked.events()
-    assert state.pending_effects == blocked.effects
+    assert state.delivered == event_ids
+    assert not state.pending_effects
     received = Counter(stack.receiver.snapshot())
     rejected = stack.receiver.rejected
     assert not rejected, f"requests with a bad signature or body: {rejected[:5]}"
-    assert set(received) == {event_ref(stack, e) for e in event_ids - blocked.events()}
+    assert set(received) == {event_ref(stack, e) for e in event_ids}
     duplicates = sum(n - 1 for n in received.values())
     assert duplicates <= state.cut_off_attempts, (
         f"{duplicates} duplicate receipts but only {state.cut_off_attempts} cut-off attempts"
     )
     if late:
         notes["spooled_applied_after_s"] = f"{min(late):.1f}-{max(late):.1f}"
+    if committed_then_spooled:
+        notes["spooled_but_already_committed"] = committed_then_spooled
     for kind, label in (("unavailable", "503"), ("HTTP 500", "500")):
         refused = [s.address for s in stream.sent if s.kind == kind]
         if refused:  # the client was not told "done": it may or may not have been applied
@@ -900,13 +894,6 @@ async def verify(stack: Stack, stream: Stream, scenario: str, **notes: Any) -> O
         notes=notes,
     )
     print(outcome.line())
-    if blocked:
-        known.append(
-            f"{KNOWN_BUG_STALE_RESULT} Held up: the effects of {len(blocked.effects)} event(s) and "
-            f"{len(blocked.deliveries)} webhook deliverie(s)."
-        )
-    if known:
-        pytest.xfail(" ".join(known) + f" All else verified: {outcome.line()}")
     return outcome
 
 

@@ -1,6 +1,6 @@
 """A client for senders: pre-send checks of any size, and the unsubscribe headers on each message.
 
-    from suppress.client import SuppressClient, stamp
+    from suppress_client import SuppressClient, stamp
 
     with SuppressClient("https://suppress.example.com", api_key) as client:
         checked = client.check(addresses, channel="email", purpose="marketing", topic="news")
@@ -20,7 +20,9 @@ the details.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
 from email.policy import Policy
 from email.utils import getaddresses
@@ -28,7 +30,6 @@ from itertools import islice
 from typing import Any, Literal
 
 import httpx
-import msgspec
 
 MAX_BATCH = 100_000
 USER_AGENT = "suppress-client/1"
@@ -39,7 +40,8 @@ Purpose = Literal["marketing", "transactional"]
 Offer = Literal["own", "partner"]
 
 
-class CheckResult(msgspec.Struct, frozen=True, kw_only=True):
+@dataclass(frozen=True, kw_only=True)
+class CheckResult:
     """The decision for one recipient: allowed or not, on which basis or why, and the unsubscribe
     link and headers for an allowed marketing recipient."""
 
@@ -52,14 +54,16 @@ class CheckResult(msgspec.Struct, frozen=True, kw_only=True):
     list_unsubscribe_post: str | None = None
 
 
-class CheckSummary(msgspec.Struct, frozen=True, kw_only=True):
+@dataclass(frozen=True, kw_only=True)
+class CheckSummary:
     allowed: int = 0
     denied: int = 0
-    reasons: dict[str, int] = msgspec.field(default_factory=dict)
-    bases: dict[str, int] = msgspec.field(default_factory=dict)
+    reasons: dict[str, int] = field(default_factory=dict)
+    bases: dict[str, int] = field(default_factory=dict)
 
 
-class CheckResponse(msgspec.Struct, frozen=True, kw_only=True):
+@dataclass(frozen=True, kw_only=True)
+class CheckResponse:
     """Results in the order of the recipients given, and counts over all of them."""
 
     results: list[CheckResult]
@@ -70,13 +74,55 @@ class CheckResponse(msgspec.Struct, frozen=True, kw_only=True):
         return [r for r in self.results if r.allowed]
 
 
-class _CheckRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    channel: Channel
-    purpose: Purpose
-    recipients: list[str]
-    topic: str | None = None
-    offer: Offer = "own"
-    campaign: str | None = None
+class _NotAnAnswer(ValueError):
+    """The document is not a check answer."""
+
+
+def _typed(value: Any, kind: type | tuple[type, ...], where: str) -> Any:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+        raise _NotAnAnswer(f"{where} is {type(value).__name__}")
+    return value
+
+
+def _optional_str(item: dict[str, Any], name: str) -> str | None:
+    value = item.get(name)
+    return None if value is None else str(_typed(value, str, name))
+
+
+def _counts(value: Any, where: str) -> dict[str, int]:
+    return {str(k): _typed(n, int, f"{where}.{k}") for k, n in _typed(value, dict, where).items()}
+
+
+def _parse_answer(content: bytes) -> CheckResponse:
+    """A check answer from JSON; fields the API adds later are ignored."""
+    try:
+        doc = _typed(json.loads(content), dict, "the answer")
+    except json.JSONDecodeError as exc:
+        raise _NotAnAnswer(str(exc)) from None
+    results = []
+    for item in _typed(doc.get("results"), list, "results"):
+        _typed(item, dict, "a result")
+        results.append(
+            CheckResult(
+                recipient=_typed(item.get("recipient"), str, "recipient"),
+                allowed=_typed(item.get("allowed"), bool, "allowed"),
+                basis=_optional_str(item, "basis"),
+                reason=_optional_str(item, "reason"),
+                unsubscribe_url=_optional_str(item, "unsubscribe_url"),
+                list_unsubscribe=_optional_str(item, "list_unsubscribe"),
+                list_unsubscribe_post=_optional_str(item, "list_unsubscribe_post"),
+            )
+        )
+    summary = _typed(doc.get("summary"), dict, "summary")
+    return CheckResponse(
+        results=results,
+        summary=CheckSummary(
+            allowed=_typed(summary.get("allowed", 0), int, "summary.allowed"),
+            denied=_typed(summary.get("denied", 0), int, "summary.denied"),
+            reasons=_counts(summary.get("reasons", {}), "summary.reasons"),
+            bases=_counts(summary.get("bases", {}), "summary.bases"),
+        ),
+    )
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -154,10 +200,10 @@ def _raise_for_problem(response: httpx.Response) -> None:
         return
     problem: dict[str, Any] = {}
     try:
-        decoded = msgspec.json.decode(response.content)
+        decoded = json.loads(response.content)
         if isinstance(decoded, dict):
             problem = decoded
-    except msgspec.DecodeError:
+    except ValueError:
         pass
     status = response.status_code
     cls = _ERRORS.get(status) or (ServiceUnavailableError if status >= 500 else APIError)
@@ -233,8 +279,6 @@ class _Checks:
             "Accept": "application/json",
             "User-Agent": USER_AGENT,
         }
-        self._encode = msgspec.json.Encoder().encode
-        self._decode = msgspec.json.Decoder(CheckResponse).decode
 
     def _chunks(self, recipients: Iterable[str]) -> Iterator[list[str]]:
         if isinstance(recipients, str):
@@ -244,13 +288,16 @@ class _Checks:
             yield chunk
 
     def _body(self, chunk: list[str], options: dict[str, Any]) -> bytes:
-        return self._encode(_CheckRequest(recipients=chunk, **options))
+        body = {"recipients": chunk, **{k: v for k, v in options.items() if v is not None}}
+        if body.get("offer") == "own":
+            del body["offer"]  # the API's default
+        return json.dumps(body, ensure_ascii=False).encode()
 
     def _answer(self, response: httpx.Response, chunk: list[str]) -> CheckResponse:
         _raise_for_problem(response)
         try:
-            answer = self._decode(response.content)
-        except msgspec.DecodeError as exc:
+            answer = _parse_answer(response.content)
+        except _NotAnAnswer as exc:
             raise ClientError(f"the check answer is not what the API returns: {exc}") from None
         if len(answer.results) != len(chunk):
             raise ClientError(f"{len(answer.results)} results for {len(chunk)} recipients")
