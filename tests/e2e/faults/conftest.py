@@ -279,6 +279,7 @@ class Receiver:
         self.delay = delay  # seconds before answering: a slower receiver keeps deliveries in flight
         self.ids: list[str] = []
         self.rejected: list[str] = []
+        self.cut: list[str] = []  # requests whose body never arrived whole (a killed sender)
         self._lock = threading.Lock()
         receiver = self
 
@@ -286,8 +287,12 @@ class Receiver:
             timeout = 10
 
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
                 event_id = self.headers.get(EVENT_ID_HEADER, "")
+                if len(body) < length:  # the sender was killed mid-request: nothing was delivered
+                    receiver.cut_off(event_id)
+                    return
                 receiver.record(event_id, self.headers.get(SIGNATURE_HEADER, ""), body)
                 if receiver.delay:
                     time.sleep(receiver.delay)
@@ -322,6 +327,10 @@ class Receiver:
             ok = False
         with self._lock:
             (self.ids if ok else self.rejected).append(event_id)
+
+    def cut_off(self, event_id: str) -> None:
+        with self._lock:
+            self.cut.append(event_id)
 
     def snapshot(self) -> list[str]:
         with self._lock:
