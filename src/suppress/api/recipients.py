@@ -63,8 +63,9 @@ async def list_topics(request: Request[Any, Any, Any], principal: NamedDependenc
     summary="Suppress an address",
     tags=["suppressions"],
     description="Global (all topics of the channel) unless `topic` is given, which only `unsubscribed` "
-    "may be. `soft_bounced` without `expires_at` lasts the tenant's soft-bounce period. An "
-    "`unsubscribed` suppression also ends the matching consents. Needs `write`.",
+    "may be. `soft_bounced` without `expires_at` lasts the tenant's soft-bounce period; `manual` and "
+    "`hard_bounced` may carry an expiry; `unsubscribed` and `complained` never expire (422 with "
+    "`expires_at`). An `unsubscribed` suppression also ends the matching consents. Needs `write`.",
     guards=[requires("write")],
 )
 async def add_suppression(
