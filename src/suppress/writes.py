@@ -208,28 +208,8 @@ class Writer:
     async def _suppress(
         self, conn: Connection, tenant_id: int, picked: list[tuple[int, Any]]
     ) -> dict[int, SuppressOutcome]:
-        rows = [(n, i) for n, i in picked]
-        split = [split_personal(i.data, note=i.note) for _, i in rows]
-        result = await conn.fetch(
-            self._q.apply_suppressions,
-            tenant_id,
-            [n for n, _ in rows],
-            [i.channel for _, i in rows],
-            [i.address_hash for _, i in rows],
-            [i.topic_id for _, i in rows],
-            [i.reason for _, i in rows],
-            [i.expires_at for _, i in rows],
-            [i.campaign_id for _, i in rows],
-            [i.note for _, i in rows],
-            [i.source for _, i in rows],
-            [i.actor for _, i in rows],
-            [i.occurred_at for _, i in rows],
-            [data for data, _ in split],
-            [i.kind for _, i in rows],
-            [i.only_if_new for _, i in rows],
-            [personal for _, personal in split],
-        )
-        outcomes = {n: SuppressOutcome(event_id=None) for n, _ in rows}
+        result = await conn.fetch(self._q.apply_suppressions, tenant_id, *_arrays(picked, SUPPRESS_FIELDS))
+        outcomes = {n: SuppressOutcome(event_id=None) for n, _ in picked}
         for r in result:
             outcomes[r["n"]] = SuppressOutcome(
                 event_id=r["event_id"], consents_ended=list(r["consents_ended"])
@@ -239,22 +219,7 @@ class Writer:
     async def _lift(
         self, conn: Connection, tenant_id: int, picked: list[tuple[int, Any]], applied: Applied
     ) -> None:
-        split = [split_personal(i.data) for _, i in picked]
-        result = await conn.fetch(
-            self._q.apply_lifts,
-            tenant_id,
-            [n for n, _ in picked],
-            [i.channel for _, i in picked],
-            [i.address_hash for _, i in picked],
-            [i.topic_id for _, i in picked],
-            [i.reason for _, i in picked],
-            [i.expired_by for _, i in picked],
-            [i.source for _, i in picked],
-            [i.actor for _, i in picked],
-            [i.occurred_at for _, i in picked],
-            [data for data, _ in split],
-            [personal for _, personal in split],
-        )
+        result = await conn.fetch(self._q.apply_lifts, tenant_id, *_arrays(picked, LIFT_FIELDS))
         for n, _ in picked:
             applied.outcomes[n] = LiftOutcome(event_id=None)
         for r in result:
@@ -264,24 +229,7 @@ class Writer:
     async def _consent(
         self, conn: Connection, tenant_id: int, picked: list[tuple[int, Any]], applied: Applied
     ) -> None:
-        split = [split_personal(i.data) for _, i in picked]
-        result = await conn.fetch(
-            self._q.apply_consents,
-            tenant_id,
-            [n for n, _ in picked],
-            [i.channel for _, i in picked],
-            [i.address_hash for _, i in picked],
-            [i.topic_id for _, i in picked],
-            [i.partners for _, i in picked],
-            [i.source for _, i in picked],
-            [i.notice_version for _, i in picked],
-            [_json(i.evidence).decode() for _, i in picked],
-            [i.granted_at for _, i in picked],
-            [i.actor for _, i in picked],
-            [data for data, _ in split],
-            [i.only_if_new for _, i in picked],
-            [personal for _, personal in split],
-        )
+        result = await conn.fetch(self._q.apply_consents, tenant_id, *_arrays(picked, CONSENT_FIELDS))
         for r in result:
             applied.outcomes[r["n"]] = ConsentOutcome(
                 status=r["status"], event_id=r["event_id"], lift_event_id=r["lift_event_id"]
@@ -291,21 +239,7 @@ class Writer:
     async def _customer(
         self, conn: Connection, tenant_id: int, picked: list[tuple[int, Any]], applied: Applied
     ) -> None:
-        result = await conn.fetch(
-            self._q.apply_customer_links,
-            tenant_id,
-            [n for n, _ in picked],
-            [i.customer_ref for _, i in picked],
-            [i.channel for _, i in picked],
-            [i.address_hash for _, i in picked],
-            [i.collected_in_sale for _, i in picked],
-            [i.event for _, i in picked],
-            [i.at for _, i in picked],
-            [i.source for _, i in picked],
-            [i.actor for _, i in picked],
-            [split_personal(i.data)[0] for _, i in picked],
-            [i.only_if_new for _, i in picked],
-        )
+        result = await conn.fetch(self._q.apply_customer_links, tenant_id, *_arrays(picked, CUSTOMER_FIELDS))
         for n, _ in picked:
             applied.outcomes[n] = CustomerOutcome(event_id=None)
         for r in result:
@@ -364,6 +298,41 @@ class Writer:
         if written.event_id is not None:
             applied.event_ids.append(written.event_id)
         return msgspec.structs.replace(outcome, event_id=written.event_id)
+
+
+# The parameter arrays of each apply statement, in its $2, $3, ... order (sql/writes.sql): intent
+# fields by name, "n" the intent's number, "data" and "personal" its event's split JSON.
+SUPPRESS_FIELDS = (
+    "n channel address_hash topic_id reason expires_at campaign_id note source actor occurred_at data kind "
+    "only_if_new personal"
+)
+LIFT_FIELDS = "n channel address_hash topic_id reason expired_by source actor occurred_at data personal"
+CONSENT_FIELDS = (
+    "n channel address_hash topic_id partners source notice_version evidence granted_at actor data "
+    "only_if_new personal"
+)
+CUSTOMER_FIELDS = (
+    "n customer_ref channel address_hash collected_in_sale event at source actor data only_if_new"
+)
+
+
+def _arrays(picked: list[tuple[int, Any]], fields: str) -> list[list[Any]]:
+    """One parameter array per field name: what a set-based statement takes for these intents."""
+    split = [split_personal(i.data, note=getattr(i, "note", None)) for _, i in picked]
+    special: dict[str, list[Any]] = {
+        "n": [n for n, _ in picked],
+        "data": [data for data, _ in split],
+        "personal": [personal for _, personal in split],
+    }
+    arrays = []
+    for name in fields.split():
+        if name in special:
+            arrays.append(special[name])
+        elif name == "evidence":
+            arrays.append([_json(i.evidence).decode() for _, i in picked])
+        else:
+            arrays.append([getattr(i, name) for _, i in picked])
+    return arrays
 
 
 # -- the transaction, locking and the projection -----------------------------------------------------
