@@ -23,29 +23,11 @@ from typing import Any, Final
 
 import msgspec
 
-from suppress.providers.model import (
-    Action,
-    BasicCredentialsMissing,
-    Change,
-    CredentialsMissing,
-    InboundRequest,
-    LoadedProvider,
-    MalformedProviderRequest,
-    ProviderRejected,
-    ProviderSettings,
-    Received,
-    Verified,
-    address_of,
-    campaign_of,
-    fingerprint,
-    mapping_of,
-    text_of,
-    time_of,
-)
+from suppress.providers import model
 
 KIND: Final = "postmark"
 DEFAULT_HEADER: Final = "X-Webhook-Secret"
-_BOUNCES: Final[dict[str, Action]] = {
+_BOUNCES: Final[dict[str, model.Action]] = {
     "HardBounce": "hard_bounce",
     "BadEmailAddress": "hard_bounce",
     "SoftBounce": "soft_bounce",
@@ -59,13 +41,13 @@ def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode())
 
 
-def verify(request: InboundRequest, provider: LoadedProvider, now: datetime) -> Verified:
+def verify(request: model.InboundRequest, provider: model.LoadedProvider, now: datetime) -> model.Verified:
     """Check the configured credentials; the body is one event."""
     credentials = provider.credentials
     if "username" in credentials:
         header = request.header("authorization")
         if not header:
-            raise BasicCredentialsMissing("basic-auth credentials are required")
+            raise model.BasicCredentialsMissing("basic-auth credentials are required")
         scheme, _, value = header.strip().partition(" ")
         try:
             decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
@@ -75,65 +57,67 @@ def verify(request: InboundRequest, provider: LoadedProvider, now: datetime) -> 
         # both compared, always: the time taken says nothing about which part was wrong
         matches = [_same(user, credentials["username"]), _same(password, credentials["password"])]
         if scheme.lower() != "basic" or not colon or not all(matches):
-            raise ProviderRejected("the basic-auth credentials do not match")
+            raise model.ProviderRejected("the basic-auth credentials do not match")
     if "header_secret" in credentials:
         name = provider.settings.header_name or DEFAULT_HEADER
         sent = request.header(name)
         if sent is None:
-            raise CredentialsMissing(f"the {name} header is missing")
+            raise model.CredentialsMissing(f"the {name} header is missing")
         if not _same(sent.strip(), credentials["header_secret"]):
-            raise ProviderRejected(f"the {name} header does not match")
+            raise model.ProviderRejected(f"the {name} header does not match")
     try:
         event = msgspec.json.decode(request.body, type=dict[str, Any])
     except (msgspec.DecodeError, msgspec.ValidationError):
-        raise MalformedProviderRequest("the body is not a JSON object") from None
-    return Verified(events=[Received(event_key(event, request.body), event)])
+        raise model.MalformedProviderRequest("the body is not a JSON object") from None
+    return model.Verified(events=[model.Received(event_key(event, request.body), event)])
 
 
 def event_key(event: Mapping[str, Any], body: bytes) -> str:
-    record = text_of(event.get("RecordType"), 40)
-    record_id = text_of(event.get("ID"), 60)
+    record = model.text_of(event.get("RecordType"), 40)
+    record_id = model.text_of(event.get("ID"), 60)
     if record and record_id:
         return f"{record}:{record_id}"
     if record == "SubscriptionChange":
         parts = [event.get(k) for k in ("Recipient", "MessageStream", "ChangedAt", "SuppressSending")]
-        return fingerprint(msgspec.json.encode(parts))
-    return fingerprint(body)
+        return model.fingerprint(msgspec.json.encode(parts))
+    return model.fingerprint(body)
 
 
-def interpret(event: dict[str, Any], settings: ProviderSettings) -> list[Change]:
+def interpret(event: dict[str, Any], settings: model.ProviderSettings) -> list[model.Change]:
     """The change one Postmark event asks for."""
-    record = text_of(event.get("RecordType"), 40)
-    stream = text_of(event.get("MessageStream"), 100)
+    record = model.text_of(event.get("RecordType"), 40)
+    stream = model.text_of(event.get("MessageStream"), 100)
     common: dict[str, Any] = {
-        "message_id": text_of(event.get("MessageID"), 300),
-        "campaign": campaign_of(mapping_of(event.get("Metadata")), settings.campaign_key),
+        "message_id": model.text_of(event.get("MessageID"), 300),
+        "campaign": model.campaign_of(model.mapping_of(event.get("Metadata")), settings.campaign_key),
     }
     detail: dict[str, Any] = {"record": record, "stream": stream}
     if record in ("Bounce", "SpamComplaint"):
-        kind = text_of(event.get("Type"), 60)
+        kind = model.text_of(event.get("Type"), 60)
         detail["type"] = kind
-        bounce: Action = "complaint" if record == "SpamComplaint" else _BOUNCES.get(kind or "", "ignore")
+        bounce: model.Action = (
+            "complaint" if record == "SpamComplaint" else _BOUNCES.get(kind or "", "ignore")
+        )
         if bounce == "ignore":
-            return [Change(action="ignore", detail=_present(detail))]
+            return [model.Change(action="ignore", detail=_present(detail))]
         return [
-            Change(
+            model.Change(
                 action=bounce,
-                address=address_of(event.get("Email")),
-                occurred_at=time_of(event.get("BouncedAt")),
+                address=model.address_of(event.get("Email")),
+                occurred_at=model.time_of(event.get("BouncedAt")),
                 topics=_stream_topics(stream, settings) if bounce == "unsubscribe" else (),
                 detail=_present(detail),
                 **common,
             )
         ]
     if record == "SubscriptionChange":
-        reason = text_of(event.get("SuppressionReason"), 60)
-        origin = text_of(event.get("Origin"), 40)
+        reason = model.text_of(event.get("SuppressionReason"), 60)
+        origin = model.text_of(event.get("Origin"), 40)
         detail.update(reason=reason, origin=origin)
         if event.get("SuppressSending") is not True:  # a reactivation: nothing here is lifted by it
             detail["suppress_sending"] = False
-            return [Change(action="ignore", detail=_present(detail))]
-        action: Action
+            return [model.Change(action="ignore", detail=_present(detail))]
+        action: model.Action
         if reason == "HardBounce":
             action = "hard_bounce"
         elif reason == "SpamComplaint":
@@ -141,21 +125,21 @@ def interpret(event: dict[str, Any], settings: ProviderSettings) -> list[Change]
         elif reason == "ManualSuppression":
             action = "unsubscribe" if origin == "Recipient" else "manual"
         else:
-            return [Change(action="ignore", detail=_present(detail))]
+            return [model.Change(action="ignore", detail=_present(detail))]
         return [
-            Change(
+            model.Change(
                 action=action,
-                address=address_of(event.get("Recipient")),
-                occurred_at=time_of(event.get("ChangedAt")),
+                address=model.address_of(event.get("Recipient")),
+                occurred_at=model.time_of(event.get("ChangedAt")),
                 topics=_stream_topics(stream, settings) if action == "unsubscribe" else (),
                 detail=_present(detail),
                 **common,
             )
         ]
-    return [Change(action="ignore", detail=_present(detail))]
+    return [model.Change(action="ignore", detail=_present(detail))]
 
 
-def _stream_topics(stream: str | None, settings: ProviderSettings) -> tuple[str, ...]:
+def _stream_topics(stream: str | None, settings: model.ProviderSettings) -> tuple[str, ...]:
     topic = settings.topics.get(stream) if stream else None
     return (topic,) if topic else ()
 

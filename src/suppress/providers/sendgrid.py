@@ -26,32 +26,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from suppress.errors import InvalidInput
-from suppress.providers.model import (
-    Action,
-    Change,
-    CredentialsMissing,
-    InboundRequest,
-    LoadedProvider,
-    MalformedProviderRequest,
-    ProviderRejected,
-    ProviderSettings,
-    Received,
-    Verified,
-    address_of,
-    campaign_of,
-    check_timestamp,
-    fingerprint,
-    text_of,
-    time_of,
-    unix_time,
-)
+from suppress.providers import model
 
 KIND: Final = "sendgrid"
 SIGNATURE_HEADER: Final = "x-twilio-email-event-webhook-signature"
 TIMESTAMP_HEADER: Final = "x-twilio-email-event-webhook-timestamp"
 MAX_EVENTS: Final = 10_000
 # dropped reasons that repeat an earlier verdict of SendGrid's own suppression lists
-_DROPPED: Final[dict[str, Action]] = {
+_DROPPED: Final[dict[str, model.Action]] = {
     "Bounced Address": "hard_bounce",
     "Spam Reporting Address": "complaint",
     "Unsubscribed Address": "unsubscribe",
@@ -73,85 +55,88 @@ def load_verification_key(text: str) -> ec.EllipticCurvePublicKey:
     return key
 
 
-def verify(request: InboundRequest, provider: LoadedProvider, now: datetime) -> Verified:
+def verify(request: model.InboundRequest, provider: model.LoadedProvider, now: datetime) -> model.Verified:
     """Verify one Event Webhook POST; each event of the batch is one stored event."""
     signature = request.header(SIGNATURE_HEADER)
     timestamp = request.header(TIMESTAMP_HEADER)
     if not signature or not timestamp:
-        raise CredentialsMissing("the SendGrid signature or timestamp header is missing")
+        raise model.CredentialsMissing("the SendGrid signature or timestamp header is missing")
     try:
-        signed_at = unix_time(timestamp)
-    except MalformedProviderRequest:
-        raise ProviderRejected("the SendGrid timestamp header is not Unix seconds") from None
-    check_timestamp(signed_at, now, provider.settings.max_age(KIND))
+        signed_at = model.unix_time(timestamp)
+    except model.MalformedProviderRequest:
+        raise model.ProviderRejected("the SendGrid timestamp header is not Unix seconds") from None
+    model.check_timestamp(signed_at, now, provider.settings.max_age(KIND))
     key = load_verification_key(provider.credentials["verification_key"])
     try:
         der = base64.b64decode(signature.strip(), validate=True)
         key.verify(der, timestamp.encode() + request.body, ec.ECDSA(hashes.SHA256()))
     except (InvalidSignature, binascii.Error, ValueError):
-        raise ProviderRejected("the SendGrid signature does not match the request") from None
+        raise model.ProviderRejected("the SendGrid signature does not match the request") from None
     try:
         raw_events = msgspec.json.decode(request.body, type=list[msgspec.Raw])
     except (msgspec.DecodeError, msgspec.ValidationError):
-        raise MalformedProviderRequest("the body is not a JSON array of events") from None
+        raise model.MalformedProviderRequest("the body is not a JSON array of events") from None
     if len(raw_events) > MAX_EVENTS:
-        raise MalformedProviderRequest(f"more than {MAX_EVENTS} events in one request")
+        raise model.MalformedProviderRequest(f"more than {MAX_EVENTS} events in one request")
     events = []
     for raw in raw_events:
         try:
             event = msgspec.json.decode(raw, type=dict[str, Any])
         except (msgspec.DecodeError, msgspec.ValidationError):
-            raise MalformedProviderRequest("an event of the batch is not a JSON object") from None
-        event_id = text_of(event.get("sg_event_id"), 100) or fingerprint(bytes(raw))
-        events.append(Received(event_id, event))
-    return Verified(events=events)
+            raise model.MalformedProviderRequest("an event of the batch is not a JSON object") from None
+        event_id = model.text_of(event.get("sg_event_id"), 100) or model.fingerprint(bytes(raw))
+        events.append(model.Received(event_id, event))
+    return model.Verified(events=events)
 
 
-def interpret(event: dict[str, Any], settings: ProviderSettings) -> list[Change]:
+def interpret(event: dict[str, Any], settings: model.ProviderSettings) -> list[model.Change]:
     """The change one SendGrid event asks for."""
-    name = text_of(event.get("event"), 40)
+    name = model.text_of(event.get("event"), 40)
     common: dict[str, Any] = {
-        "address": address_of(event.get("email")),
-        "message_id": text_of(event.get("sg_message_id"), 300) or text_of(event.get("smtp-id"), 300),
-        "occurred_at": time_of(event.get("timestamp")),
-        "campaign": campaign_of(event, settings.campaign_key)
-        or text_of(event.get("marketing_campaign_name"), 200),
+        "address": model.address_of(event.get("email")),
+        "message_id": model.text_of(event.get("sg_message_id"), 300)
+        or model.text_of(event.get("smtp-id"), 300),
+        "occurred_at": model.time_of(event.get("timestamp")),
+        "campaign": model.campaign_of(event, settings.campaign_key)
+        or model.text_of(event.get("marketing_campaign_name"), 200),
     }
     detail: dict[str, Any] = {"event": name}
     if name == "bounce":
-        bounce_type = text_of(event.get("type"), 40)
+        bounce_type = model.text_of(event.get("type"), 40)
         detail.update(
             type=bounce_type,
-            status=text_of(event.get("status"), 20),
-            classification=text_of(event.get("bounce_classification"), 60),
+            status=model.text_of(event.get("status"), 20),
+            classification=model.text_of(event.get("bounce_classification"), 60),
         )
-        action: Action = "soft_bounce" if bounce_type == "blocked" else "hard_bounce"
-        return [Change(action=action, detail=_present(detail), **common)]
+        action: model.Action = "soft_bounce" if bounce_type == "blocked" else "hard_bounce"
+        return [model.Change(action=action, detail=_present(detail), **common)]
     if name == "dropped":
-        reason = text_of(event.get("reason"), 100)
+        reason = model.text_of(event.get("reason"), 100)
         detail["reason"] = reason
         dropped = _DROPPED.get(reason or "")
         if dropped == "unsubscribe":
             return [_unsubscribe(event, settings, detail, common)]
         if dropped is not None:
-            return [Change(action=dropped, detail=_present(detail), **common)]
-        return [Change(action="ignore", detail=_present(detail))]
+            return [model.Change(action=dropped, detail=_present(detail), **common)]
+        return [model.Change(action="ignore", detail=_present(detail))]
     if name == "spamreport":
-        return [Change(action="complaint", detail=detail, **common)]
+        return [model.Change(action="complaint", detail=detail, **common)]
     if name in ("unsubscribe", "group_unsubscribe"):
         return [_unsubscribe(event, settings, detail, common)]
-    return [Change(action="ignore", detail=detail)]
+    return [model.Change(action="ignore", detail=detail)]
 
 
 def _unsubscribe(
-    event: Mapping[str, Any], settings: ProviderSettings, detail: dict[str, Any], common: dict[str, Any]
-) -> Change:
+    event: Mapping[str, Any], settings: model.ProviderSettings, detail: dict[str, Any], common: dict[str, Any]
+) -> model.Change:
     """An unsubscribe from the event's ASM group's topic when the tenant mapped it, else from all."""
-    group = text_of(event.get("asm_group_id"), 40)
+    group = model.text_of(event.get("asm_group_id"), 40)
     topic = settings.topics.get(group) if group is not None else None
     if group is not None:
         detail["asm_group_id"] = group
-    return Change(action="unsubscribe", topics=(topic,) if topic else (), detail=_present(detail), **common)
+    return model.Change(
+        action="unsubscribe", topics=(topic,) if topic else (), detail=_present(detail), **common
+    )
 
 
 def _present(detail: dict[str, Any]) -> dict[str, Any]:

@@ -22,19 +22,7 @@ from datetime import datetime
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from suppress.providers.model import (
-    Change,
-    CredentialsMissing,
-    InboundRequest,
-    LoadedProvider,
-    MalformedProviderRequest,
-    ProviderRejected,
-    ProviderSettings,
-    Received,
-    Verified,
-    fingerprint,
-    text_of,
-)
+from suppress.providers import model
 from suppress.sms import parse_keyword
 
 KIND: Final = "twilio"
@@ -80,14 +68,14 @@ def form_params(raw: str) -> list[tuple[str, str]]:
     try:
         return parse_qsl(raw, keep_blank_values=True, errors="strict", max_num_fields=MAX_FIELDS)
     except ValueError:
-        raise MalformedProviderRequest("the parameters are not form-encoded UTF-8") from None
+        raise model.MalformedProviderRequest("the parameters are not form-encoded UTF-8") from None
 
 
-def verify(request: InboundRequest, provider: LoadedProvider, now: datetime) -> Verified:
+def verify(request: model.InboundRequest, provider: model.LoadedProvider, now: datetime) -> model.Verified:
     """Verify one inbound-SMS webhook (POST form, or GET with the parameters in the query)."""
     signature = request.header(SIGNATURE_HEADER)
     if not signature:
-        raise CredentialsMissing("the X-Twilio-Signature header is missing")
+        raise model.CredentialsMissing("the X-Twilio-Signature header is missing")
     url = provider.settings.url or provider.inbound_url
     if request.method == "GET":
         params = form_params(request.query)
@@ -98,44 +86,46 @@ def verify(request: InboundRequest, provider: LoadedProvider, now: datetime) -> 
         try:
             params = form_params(request.body.decode("ascii"))
         except UnicodeDecodeError:
-            raise MalformedProviderRequest("the body is not form-encoded") from None
+            raise model.MalformedProviderRequest("the body is not form-encoded") from None
         signed = params
     token = provider.credentials["auth_token"]
     given = signature.strip().encode("utf-8", "replace")
     matches = [hmac.compare_digest(signature_of(token, u, signed).encode(), given) for u in url_variants(url)]
     if not any(matches):
-        raise ProviderRejected("the X-Twilio-Signature does not match")
+        raise model.ProviderRejected("the X-Twilio-Signature does not match")
     payload: dict[str, Any] = {}
     for name, value in params:
         payload.setdefault(name, value)
-    key = text_of(payload.get("MessageSid"), 64) or fingerprint(request.body or request.query.encode())
-    return Verified(events=[Received(key, payload)])
+    key = model.text_of(payload.get("MessageSid"), 64) or model.fingerprint(
+        request.body or request.query.encode()
+    )
+    return model.Verified(events=[model.Received(key, payload)])
 
 
-def interpret(payload: dict[str, Any], settings: ProviderSettings) -> list[Change]:
+def interpret(payload: dict[str, Any], settings: model.ProviderSettings) -> list[model.Change]:
     """An inbound SMS for the keyword path."""
-    sender, to = text_of(payload.get("From"), 64), text_of(payload.get("To"), 64)
+    sender, to = model.text_of(payload.get("From"), 64), model.text_of(payload.get("To"), 64)
     body = payload.get("Body")
     text = body if isinstance(body, str) else ""
-    opt_out = text_of(payload.get("OptOutType"), 20)
+    opt_out = model.text_of(payload.get("OptOutType"), 20)
     opt_out = opt_out.upper() if opt_out else None
     detail = {"opt_out_type": opt_out} if opt_out else {}
     if sender is None or to is None:
-        return [Change(action="ignore", detail={"reason": "no From or To"})]
+        return [model.Change(action="ignore", detail={"reason": "no From or To"})]
     if opt_out in ("STOP", "START", "HELP") and parse_keyword(text) is None:
         text = opt_out  # a custom Advanced Opt-Out keyword we do not know: Twilio's verdict stands
     twilio_answered = opt_out is not None or text.strip().upper() in TWILIO_KEYWORDS
     replies = settings.replies or "auto"
     reply = replies == "always" or (replies == "auto" and not twilio_answered)
     return [
-        Change(
+        model.Change(
             action="sms",
             channel="sms",
             address=sender,
             to=to,
             text=text[:1600],
             reply=reply,
-            message_id=text_of(payload.get("MessageSid"), 64),
+            message_id=model.text_of(payload.get("MessageSid"), 64),
             detail=detail,
         )
     ]

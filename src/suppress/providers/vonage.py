@@ -20,21 +20,7 @@ from typing import Any, Final
 
 import msgspec
 
-from suppress.providers.model import (
-    Change,
-    CredentialsMissing,
-    InboundRequest,
-    LoadedProvider,
-    MalformedProviderRequest,
-    ProviderRejected,
-    ProviderSettings,
-    Received,
-    Verified,
-    check_timestamp,
-    fingerprint,
-    text_of,
-    unix_time,
-)
+from suppress.providers import model
 from suppress.providers.twilio import form_params
 
 KIND: Final = "vonage"
@@ -58,7 +44,7 @@ def signature_of(params: dict[str, str], secret: str, method: str) -> str:
     return hmac.new(secret.encode(), data, _HMACS[method]).hexdigest()
 
 
-def params_of(request: InboundRequest) -> dict[str, str]:
+def params_of(request: model.InboundRequest) -> dict[str, str]:
     """The received parameters: the query of a GET, else the form or JSON body."""
     if request.method == "GET":
         return dict(form_params(request.query))
@@ -66,52 +52,52 @@ def params_of(request: InboundRequest) -> dict[str, str]:
         try:
             document = msgspec.json.decode(request.body, type=dict[str, Any])
         except (msgspec.DecodeError, msgspec.ValidationError):
-            raise MalformedProviderRequest("the body is not a JSON object") from None
+            raise model.MalformedProviderRequest("the body is not a JSON object") from None
         return {k: v if isinstance(v, str) else str(v) for k, v in document.items() if v is not None}
     try:
         return dict(form_params(request.body.decode("ascii")))
     except UnicodeDecodeError:
-        raise MalformedProviderRequest("the body is not form-encoded") from None
+        raise model.MalformedProviderRequest("the body is not form-encoded") from None
 
 
-def verify(request: InboundRequest, provider: LoadedProvider, now: datetime) -> Verified:
+def verify(request: model.InboundRequest, provider: model.LoadedProvider, now: datetime) -> model.Verified:
     """Verify one inbound-SMS webhook."""
     params = params_of(request)
     sig = params.get("sig")
     if not sig:
-        raise CredentialsMissing("the request is not signed (no sig): enable signed webhooks")
+        raise model.CredentialsMissing("the request is not signed (no sig): enable signed webhooks")
     method = provider.settings.signature_method or "sha256"
     expected = signature_of(params, provider.credentials["signature_secret"], method)
     if not hmac.compare_digest(expected.encode(), sig.strip().lower().encode("utf-8", "replace")):
-        raise ProviderRejected("the Vonage signature does not match")
+        raise model.ProviderRejected("the Vonage signature does not match")
     if "timestamp" not in params:
-        raise ProviderRejected("the signed parameters carry no timestamp")
+        raise model.ProviderRejected("the signed parameters carry no timestamp")
     try:
-        signed_at = unix_time(params["timestamp"])
-    except MalformedProviderRequest:
-        raise ProviderRejected("the signed timestamp is not Unix seconds") from None
-    check_timestamp(signed_at, now, provider.settings.max_age(KIND))
+        signed_at = model.unix_time(params["timestamp"])
+    except model.MalformedProviderRequest:
+        raise model.ProviderRejected("the signed timestamp is not Unix seconds") from None
+    model.check_timestamp(signed_at, now, provider.settings.max_age(KIND))
     payload = {k: v for k, v in params.items() if k != "sig"}
-    key = text_of(payload.get("messageId"), 100) or fingerprint(string_to_sign(payload).encode())
-    return Verified(events=[Received(key, payload)])
+    key = model.text_of(payload.get("messageId"), 100) or model.fingerprint(string_to_sign(payload).encode())
+    return model.Verified(events=[model.Received(key, payload)])
 
 
-def interpret(payload: dict[str, Any], settings: ProviderSettings) -> list[Change]:
+def interpret(payload: dict[str, Any], settings: model.ProviderSettings) -> list[model.Change]:
     """An inbound SMS for the keyword path."""
-    sender, to = text_of(payload.get("msisdn"), 64), text_of(payload.get("to"), 64)
+    sender, to = model.text_of(payload.get("msisdn"), 64), model.text_of(payload.get("to"), 64)
     if sender is None or to is None:
-        return [Change(action="ignore", detail={"reason": "no msisdn or to"})]
+        return [model.Change(action="ignore", detail={"reason": "no msisdn or to"})]
     if payload.get("type") == "binary":
-        return [Change(action="ignore", detail={"reason": "binary message"})]
+        return [model.Change(action="ignore", detail={"reason": "binary message"})]
     text = payload.get("text")
     return [
-        Change(
+        model.Change(
             action="sms",
             channel="sms",
             address="+" + sender if sender.isdigit() else sender,
             to=to,
             text=(text if isinstance(text, str) else "")[:1600],
             reply=(settings.replies or "always") != "never",
-            message_id=text_of(payload.get("messageId"), 100),
+            message_id=model.text_of(payload.get("messageId"), 100),
         )
     ]
