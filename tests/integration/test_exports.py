@@ -5,17 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from suppress.addresses import AddressHasher
 from suppress.config import DerivedKeys, Settings
-from suppress.db import create_pool
 from suppress.imports.exports import COLUMNS, export_suppressions
 from suppress.imports.runs import run_import
 from suppress.sql import Queries
@@ -24,13 +21,6 @@ from tests.conftest import Tenant
 from tests.support import suppress, topic
 
 Client = AsyncTestClient[Litestar]
-
-
-@pytest.fixture(scope="module")
-async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(settings.require_database_url(), size=2)
-    yield pool
-    await pool.close()
 
 
 async def _setup(client: Client, tenant: Tenant, db: asyncpg.Connection) -> None:

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,7 @@ from workers.imports import resume_imports
 from workers.imports import run_import as run_import_job
 
 from suppress.addresses import AddressHasher
-from suppress.config import DerivedKeys, Settings
-from suppress.db import create_pool
+from suppress.config import Settings
 from suppress.imports import runs, uploads
 from suppress.imports.records import ImportOptions
 from suppress.imports.runs import Progress, import_job_id, run_import
@@ -37,18 +35,6 @@ from tests.conftest import TEST_SECRET, Tenant
 from tests.support import consent, decision, suppress, topic
 
 Client = AsyncTestClient[Litestar]
-
-
-@pytest.fixture(scope="module")
-async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(settings.require_database_url(), size=4)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture(scope="module")
-def hasher(settings: Settings) -> AddressHasher:
-    return AddressHasher(DerivedKeys.from_settings(settings).address_hash_key)
 
 
 async def upload(

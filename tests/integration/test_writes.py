@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -18,8 +18,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from suppress.addresses import AddressHasher
-from suppress.config import DerivedKeys, Settings
-from suppress.db import create_pool
+from suppress.config import Settings
 from suppress.imports.runs import run_import
 from suppress.intents import ConsentIntent, Intent, SuppressIntent
 from suppress.providers.processing import ProviderEvents
@@ -33,18 +32,6 @@ from tests.support import ONE_CLICK, consent, decision, link, topic
 Client = AsyncTestClient[Litestar]
 T = TypeVar("T")
 N = 24  # recipients
-
-
-@pytest.fixture(scope="module")
-async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(settings.require_database_url(), size=12)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture(scope="module")
-def hasher(settings: Settings) -> AddressHasher:
-    return AddressHasher(DerivedKeys.from_settings(settings).address_hash_key)
 
 
 def person(i: int) -> str:
@@ -151,28 +138,22 @@ async def replay(
         data = json.loads(e["data"]) if isinstance(e["data"], str) else e["data"]
         topic_id = topics.get(e["topic_id"] or 0, 0)
         intent: Intent
+        recipient = {
+            "channel": e["channel"],
+            "address_hash": e["address_hash"],
+            "address": None,
+            "topic_id": topic_id,
+            "source": e["source"],
+            "actor": e["actor"],
+        }
         if e["kind"] == "consent_given":
-            intent = ConsentIntent(
-                channel=e["channel"],
-                address_hash=e["address_hash"],
-                address=None,
-                topic_id=topic_id,
-                partners=data["partners"],
-                source=e["source"],
-                granted_at=e["occurred_at"],
-                actor=e["actor"],
-            )
+            intent = ConsentIntent(**recipient, partners=data["partners"], granted_at=e["occurred_at"])
         elif e["kind"] in ("unsubscribed", "suppression_added", "consent_withdrawn", "objected"):
             expires = data.get("expires_at")
             intent = SuppressIntent(
-                channel=e["channel"],
-                address_hash=e["address_hash"],
-                address=None,
-                topic_id=topic_id,
+                **recipient,
                 reason=data["reason"],
                 expires_at=datetime.fromisoformat(expires) if expires else None,
-                source=e["source"],
-                actor=e["actor"],
                 occurred_at=e["occurred_at"],
                 kind=e["kind"],
             )
