@@ -17,10 +17,11 @@ from suppress.intents import SuppressIntent
 from suppress.ledger import inclusion_proofs
 from suppress.models import Channel, ShortText
 from suppress.queue import Queue
-from suppress.recipients import Inbound, Recipients
+from suppress.recipients import Recipients
 from suppress.sql import Queries
 from suppress.tenants import Principal
 from suppress.writes import Connection, Key
+from suppress.writing import Inbound
 
 # An access request returns the whole ledger of an address; this many events at the most per page
 # of the underlying query (the export itself is complete).

@@ -22,8 +22,11 @@ from msgspec import Meta
 
 from suppress import queue
 from suppress.config import ConfigurationError, Settings
-from suppress.recipients import ConsentIn, Inbound, Recipients, SuppressionIn
+from suppress.consents import ConsentIn
+from suppress.recipients import Recipients
+from suppress.suppressions import SuppressionIn
 from suppress.tenants import Principal
+from suppress.writing import Inbound
 
 log = logging.getLogger(__name__)
 

@@ -41,6 +41,7 @@ class Queries:
     files: ClassVar[tuple[str, ...]] = (
         "tenants",
         "checks",
+        "topics",
         "recipients",
         "suppressions",
         "writes",
@@ -67,10 +68,11 @@ class Queries:
     resolve_check_context: str
     recipient_states: str
     add_check_counts: str
-    # recipients.sql
+    # topics.sql
     create_topic: str
     topic_by_name: str
     list_topics: str
+    # recipients.sql
     recipient_state: str
     recipient_events: str
     recipient_details: str

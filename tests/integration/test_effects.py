@@ -147,7 +147,8 @@ async def test_write_succeeds_when_redis_is_down(
     from arq import ArqRedis
 
     from suppress.devstack.embedded import free_port
-    from suppress.recipients import Recipients, SuppressionIn
+    from suppress.recipients import Recipients
+    from suppress.suppressions import SuppressionIn
     from suppress.tenants import Authenticator
 
     pool = await create_pool(settings.require_database_url(), size=1)

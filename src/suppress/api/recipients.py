@@ -10,22 +10,14 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from suppress.api.auth import requires
+from suppress.consents import ConsentIn, ConsentWithdrawIn
+from suppress.customers import CustomerEventIn, CustomerResult
 from suppress.models import Channel, LiftableReason, SuppressionReason, TopicName
-from suppress.recipients import (
-    ConsentIn,
-    ConsentWithdrawIn,
-    CustomerEventIn,
-    CustomerResult,
-    LiftResult,
-    Recipients,
-    RecipientView,
-    SuppressionIn,
-    SuppressionPage,
-    Topic,
-    TopicIn,
-    WriteResult,
-)
+from suppress.recipients import Recipients, RecipientView
+from suppress.suppressions import LiftResult, SuppressionIn, SuppressionPage
 from suppress.tenants import Principal
+from suppress.topics import Topic, TopicIn
+from suppress.writing import WriteResult
 
 
 def _recipients(request: Request[Any, Any, Any]) -> Recipients:

@@ -26,22 +26,19 @@ from suppress import queue
 from suppress.addresses import AddressHasher
 from suppress.app import create_app
 from suppress.config import DerivedKeys, Settings
+from suppress.consents import ConsentIn
+from suppress.customers import CustomerAddressIn, CustomerEventIn
 from suppress.db import create_pool
 from suppress.devstack import settings_file
 from suppress.devstack.embedded import EmbeddedPostgres, EmbeddedRedis, default_data_dir
 from suppress.devstack.secrets_file import read_or_create
 from suppress.migrate import migrate
 from suppress.models import Channel, CustomerEvent
-from suppress.recipients import (
-    ConsentIn,
-    CustomerAddressIn,
-    CustomerEventIn,
-    Recipients,
-    SuppressionIn,
-    TopicIn,
-)
+from suppress.recipients import Recipients
 from suppress.sql import load_queries
+from suppress.suppressions import SuppressionIn
 from suppress.tenants import Authenticator, create_api_key, create_tenant
+from suppress.topics import TopicIn
 
 DEMO_TENANT = "demo"
 

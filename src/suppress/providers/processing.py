@@ -22,6 +22,7 @@ import asyncpg
 import msgspec
 
 from suppress.addresses import AddressHasher
+from suppress.consents import ConsentIn
 from suppress.db import DATABASE_DOWN
 from suppress.errors import InvalidAddress, SuppressError, Unavailable, UnknownTopic
 from suppress.intents import SoftBounceIntent
@@ -31,11 +32,13 @@ from suppress.providers import mailgun, postmark, sendgrid, ses, twilio, vonage
 from suppress.providers.certificates import FetchFailed, FetchUnavailable, UrlFetcher
 from suppress.providers.model import Change, MalformedProviderRequest, ProviderRejected, ProviderSettings
 from suppress.queue import Queue
-from suppress.recipients import ConsentIn, Recipients, SuppressionIn, WriteResult
+from suppress.recipients import Recipients
 from suppress.sms import InboundSmsIn, SmsInbox
 from suppress.sql import Queries
+from suppress.suppressions import SuppressionIn
 from suppress.tenants import Principal
 from suppress.writes import SoftBounceOutcome
+from suppress.writing import WriteResult
 
 log = logging.getLogger(__name__)
 
