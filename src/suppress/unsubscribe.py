@@ -1,7 +1,8 @@
 """The recipient's side: one-click unsubscribe, the preference page's choices, and undo.
 
-An unsubscribe is durable and effective before the caller answers 2xx: it is one statement
-(`upsert_suppression`: ledger event + suppression + ended consents + projection). When PostgreSQL
+An unsubscribe is durable and effective before the caller answers 2xx: it is a suppress intent
+through the one write path (`writes.Writer`: recipient locked, ledger event + suppression + ended
+consents, projection rewritten, in one transaction). When PostgreSQL
 cannot take it, the verified request is spooled to Redis as an arq job that applies it later with
 its original time; when neither store takes it the caller answers 503. Repeats are no-ops.
 """

@@ -84,6 +84,7 @@ from suppress.config import ENV_VARS
 from suppress.db import DATABASE_DOWN
 from suppress.db import create_pool as create_db_pool
 from suppress.devstack.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from suppress.effects import drain_again_job_id, drain_job_id
 from suppress.queue import redis_settings
 from suppress.sql import load_queries
 from suppress.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER, verify_signature
@@ -108,10 +109,10 @@ STALE_RESULT = (
     "expired': its job key vanished, e.g. Redis flushed between the pick and the run; or 'max "
     "retries exceeded'), it stores a result under the job id for the Worker-wide keep_result, not "
     "the function's keep_result=0. The id stays taken, so the sweeper and the redelivery cron cannot "
-    "enqueue apply_effects / deliver_webhook for it again. The worker's keep_result must be 0."
+    "enqueue drain_effects / deliver_webhook for it again. The worker's keep_result must be 0."
 )
 DOUBLE_CLICK = (
-    "Regression (sql/suppressions.sql, unsubscribe.apply_order): two first-time unsubscribes of one "
+    "Regression (writes.Writer, unsubscribe.apply_order): two first-time unsubscribes of one "
     "recipient at the same moment must give one `unsubscribed` event, not one each (per-recipient "
     "serialisation, or the suppression row deciding whether the event is new)."
 )
@@ -668,9 +669,10 @@ async def stale_results(stack: Stack, state: State) -> Blocked:
         async def stuck(job: str) -> bool:
             return not await redis.exists(f"arq:job:{job}") and bool(await redis.exists(f"arq:result:{job}"))
 
-        for event_id in state.pending_effects:
-            if await stuck(f"effects:{stack.tenant_id}:{event_id}"):
-                blocked.effects.add(event_id)
+        # effects are drained per tenant: pending ones wait for the tenant's drain job (or its follow-up)
+        drains = (drain_job_id(stack.tenant_id), drain_again_job_id(stack.tenant_id))
+        if state.pending_effects and all([await stuck(job) for job in drains]):
+            blocked.effects.update(state.pending_effects)
         for delivery_id, event_id in state.pending_deliveries.items():
             if await stuck(f"webhook:{stack.tenant_id}:{delivery_id}"):
                 blocked.deliveries[delivery_id] = event_id
@@ -773,7 +775,7 @@ async def diagnose(stack: Stack) -> str:
             " WHERE tenant_id = $1 AND status = 'pending' LIMIT 5",
             stack.tenant_id,
         )
-    jobs = [f"effects:{stack.tenant_id}:{r['event_id']}" for r in pending]
+    jobs = [drain_job_id(stack.tenant_id), drain_again_job_id(stack.tenant_id)] if pending else []
     jobs += [f"webhook:{stack.tenant_id}:{r['id']}" for r in deliveries]
     lines += [f"pending effect {dict(r)}" for r in pending]
     lines += [f"pending delivery {dict(r)}" for r in deliveries]
