@@ -294,3 +294,41 @@ async def personal_writes(client: Client, tenant: Tenant) -> None:
         "addresses": [{"channel": "email", "address": "own@example.no", "collected_in_sale": True}],
     }
     await post_json(client, tenant, "/v1/customers", customer)
+
+
+async def test_a_deadlock_is_retried_inside_the_write_path(
+    pool: asyncpg.Pool, queries: Queries, tenant: Tenant, db: asyncpg.Connection
+) -> None:
+    """Two writes that meet in opposite order outside the recipients' lock order (here: rows of a
+    scratch table) deadlock; PostgreSQL aborts one, and the write path runs it again instead of
+    letting it surface."""
+    await db.execute("DROP TABLE IF EXISTS deadlock_probe; CREATE TABLE deadlock_probe (id int PRIMARY KEY)")
+    await db.execute("INSERT INTO deadlock_probe VALUES (1), (2)")
+    writer = Writer(pool, queries)
+    both_hold_one = asyncio.Barrier(2)
+    attempts: Counter[str] = Counter()
+
+    def body(name: str, first: int, second: int) -> Any:
+        async def run(conn: Any) -> str:
+            attempts[name] += 1
+            await conn.execute("UPDATE deadlock_probe SET id = id WHERE id = $1", first)
+            if attempts[name] == 1:
+                await both_hold_one.wait()  # each holds its first row: the second updates cross
+            await conn.execute("UPDATE deadlock_probe SET id = id WHERE id = $1", second)
+            return name
+
+        return run
+
+    keys_a = {("email", b"a" * 32): None}
+    keys_b = {("email", b"b" * 32): None}
+    try:
+        done = await asyncio.wait_for(
+            asyncio.gather(
+                writer.run(tenant.id, keys_a, body("a", 1, 2)), writer.run(tenant.id, keys_b, body("b", 2, 1))
+            ),
+            timeout=30,
+        )
+    finally:
+        await db.execute("DROP TABLE deadlock_probe")
+    assert sorted(done) == ["a", "b"]
+    assert sorted(attempts.values()) == [1, 2]  # one of them was the deadlock's victim, and ran again
