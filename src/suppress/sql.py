@@ -98,6 +98,7 @@ class Queries:
     # unsubscribe.sql
     unsubscribe_page: str
     topic_name: str
+    unsubscribe_in_force: str
     # webhooks.sql
     create_webhook: str
     list_webhooks: str

@@ -109,6 +109,16 @@ def mask_address(channel: str, address: str | None) -> str | None:
 
 async def apply_order(pool: asyncpg.Pool, queries: Queries, order: UnsubscribeOrder) -> int | None:
     """Write one unsubscribe; returns its event id, or None when it was already in force."""
+    in_force = await pool.fetchval(
+        queries.unsubscribe_in_force,
+        order.tenant_id,
+        order.channel,
+        order.address_hash,
+        order.topic_id,
+        timeout=DATABASE_WAIT,
+    )
+    if in_force:  # a repeat: it would write nothing, so it needs no locked transaction
+        return None
     data: dict[str, Any] = {
         "token_issued_at": datetime.fromtimestamp(order.token_issued_at, UTC).isoformat(),
         "requested_at": order.requested_at.isoformat(),
