@@ -58,8 +58,12 @@ def canonical_line(row: Row, personal: bytes | None = None) -> bytes:
     `row` has the event's columns and `data_text` (data as PostgreSQL's jsonb text); `personal`
     overrides the row's personal_hash (the sealer computes it)."""
     digest = personal if personal is not None else bytes(row["personal_hash"])
-    fields = [
-        LINE_VERSION,
+    return "\x1f".join([LINE_VERSION, *event_fields(row), digest.hex()]).encode()
+
+
+def event_fields(row: Row) -> list[str]:
+    """The event's own fields as the canonical lines write them (this line and the legacy one)."""
+    return [
         str(row["tenant_id"]),
         str(row["id"]),
         row["channel"],
@@ -72,9 +76,7 @@ def canonical_line(row: Row, personal: bytes | None = None) -> bytes:
         str(micros(row["occurred_at"])),
         str(micros(row["recorded_at"])),
         row["data_text"],
-        digest.hex(),
     ]
-    return "\x1f".join(fields).encode()
 
 
 def leaf_mac(key: bytes, tenant_id: int, checkpoint_seq: int, index: int, leaf: bytes) -> bytes:

@@ -35,8 +35,8 @@ from suppress.ledger import (
     body_mac,
     body_of,
     canonical_line,
+    event_fields,
     leaf_mac,
-    micros,
 )
 from suppress.sql import Queries
 
@@ -294,23 +294,7 @@ async def verify_ledger(
 
 
 def _legacy_line(row: asyncpg.Record) -> bytes:
-    fields = [
-        str(row["lane"]),
-        str(row["seq"]),
-        str(row["tenant_id"]),
-        str(row["id"]),
-        row["channel"],
-        bytes(row["address_hash"]).hex(),
-        row["kind"],
-        "" if row["topic_id"] is None else str(row["topic_id"]),
-        "" if row["campaign_id"] is None else str(row["campaign_id"]),
-        row["source"],
-        row["actor"] or "",
-        str(micros(row["occurred_at"])),
-        str(micros(row["recorded_at"])),
-        row["data_text"],
-        bytes(row["personal_hash"]).hex(),
-    ]
+    fields = [str(row["lane"]), str(row["seq"]), *event_fields(row), bytes(row["personal_hash"]).hex()]
     return "\x1f".join(fields).encode()
 
 
