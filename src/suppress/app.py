@@ -147,9 +147,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app = Litestar(
         route_handlers=[
             Router("/", route_handlers=checks_api.routes, dependencies=services("checks")),
-            *recipients_api.routes,
+            Router("/", route_handlers=recipients_api.routes, dependencies=services("recipients")),
             Router("/", route_handlers=imports_api.routes, dependencies=services("imports")),
-            *rights_api.routes,
+            Router("/", route_handlers=rights_api.routes, dependencies=services("rights")),
             *ledger_api.routes,
             *settings_api.routes,
             *sms_api.routes,

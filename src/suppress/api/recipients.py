@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
-from litestar import Request, Response, delete, get, post
+from litestar import Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
@@ -18,11 +18,6 @@ from suppress.suppressions import LiftResult, SuppressionIn, SuppressionPage
 from suppress.tenants import Principal
 from suppress.topics import Topic, TopicIn
 from suppress.writing import WriteResult
-
-
-def _recipients(request: Request[Any, Any, Any]) -> Recipients:
-    service: Recipients = request.app.state.recipients
-    return service
 
 
 def _now() -> datetime:
@@ -38,15 +33,17 @@ def _now() -> datetime:
     guards=[requires("write")],
 )
 async def save_topic(
-    request: Request[Any, Any, Any], principal: NamedDependency[Principal], data: JSONBody[TopicIn]
+    principal: NamedDependency[Principal], recipients: NamedDependency[Recipients], data: JSONBody[TopicIn]
 ) -> Response[Topic]:
-    topic, created = await _recipients(request).save_topic(principal, data)
+    topic, created = await recipients.save_topic(principal, data)
     return Response(topic, status_code=201 if created else 200)
 
 
 @get("/v1/topics", summary="List the tenant's topics", tags=["topics"], guards=[requires("read")])
-async def list_topics(request: Request[Any, Any, Any], principal: NamedDependency[Principal]) -> list[Topic]:
-    return await _recipients(request).list_topics(principal)
+async def list_topics(
+    principal: NamedDependency[Principal], recipients: NamedDependency[Recipients]
+) -> list[Topic]:
+    return await recipients.list_topics(principal)
 
 
 @post(
@@ -61,9 +58,11 @@ async def list_topics(request: Request[Any, Any, Any], principal: NamedDependenc
     guards=[requires("write")],
 )
 async def add_suppression(
-    request: Request[Any, Any, Any], principal: NamedDependency[Principal], data: JSONBody[SuppressionIn]
+    principal: NamedDependency[Principal],
+    recipients: NamedDependency[Recipients],
+    data: JSONBody[SuppressionIn],
 ) -> WriteResult:
-    return await _recipients(request).suppress(principal, data, _now())
+    return await recipients.suppress(principal, data, _now())
 
 
 @delete(
@@ -76,15 +75,15 @@ async def add_suppression(
     guards=[requires("write")],
 )
 async def lift_suppression(
-    request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
+    recipients: NamedDependency[Recipients],
     channel: FromPath[Channel],
     address: FromPath[str],
     topic: FromQuery[TopicName | None] = None,
     reason: FromQuery[LiftableReason | None] = None,
     note: Annotated[str | None, QueryParameter(max_length=2000)] = None,
 ) -> LiftResult:
-    return await _recipients(request).lift(principal, channel, address, topic, reason, _now(), note=note)
+    return await recipients.lift(principal, channel, address, topic, reason, _now(), note=note)
 
 
 @get(
@@ -94,15 +93,15 @@ async def lift_suppression(
     guards=[requires("read")],
 )
 async def list_suppressions(
-    request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
+    recipients: NamedDependency[Recipients],
     channel: FromQuery[Channel | None] = None,
     reason: FromQuery[SuppressionReason | None] = None,
     since: FromQuery[datetime | None] = None,
     cursor: Annotated[str | None, QueryParameter(max_length=400)] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
 ) -> SuppressionPage:
-    return await _recipients(request).list_suppressions(
+    return await recipients.list_suppressions(
         principal,
         channel=channel,
         reason=reason,
@@ -124,9 +123,9 @@ async def list_suppressions(
     guards=[requires("write")],
 )
 async def give_consent(
-    request: Request[Any, Any, Any], principal: NamedDependency[Principal], data: JSONBody[ConsentIn]
+    principal: NamedDependency[Principal], recipients: NamedDependency[Recipients], data: JSONBody[ConsentIn]
 ) -> WriteResult:
-    return await _recipients(request).give_consent(principal, data, _now())
+    return await recipients.give_consent(principal, data, _now())
 
 
 @post(
@@ -139,9 +138,11 @@ async def give_consent(
     guards=[requires("write")],
 )
 async def withdraw_consent(
-    request: Request[Any, Any, Any], principal: NamedDependency[Principal], data: JSONBody[ConsentWithdrawIn]
+    principal: NamedDependency[Principal],
+    recipients: NamedDependency[Recipients],
+    data: JSONBody[ConsentWithdrawIn],
 ) -> WriteResult:
-    return await _recipients(request).withdraw_consent(principal, data, _now())
+    return await recipients.withdraw_consent(principal, data, _now())
 
 
 @post(
@@ -155,9 +156,11 @@ async def withdraw_consent(
     guards=[requires("write")],
 )
 async def customer_event(
-    request: Request[Any, Any, Any], principal: NamedDependency[Principal], data: JSONBody[CustomerEventIn]
+    principal: NamedDependency[Principal],
+    recipients: NamedDependency[Recipients],
+    data: JSONBody[CustomerEventIn],
 ) -> CustomerResult:
-    return await _recipients(request).customer_event(principal, data, _now())
+    return await recipients.customer_event(principal, data, _now())
 
 
 @get(
@@ -169,13 +172,13 @@ async def customer_event(
     guards=[requires("read")],
 )
 async def get_recipient(
-    request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
+    recipients: NamedDependency[Recipients],
     channel: FromPath[Channel],
     address: FromPath[str],
     events: Annotated[int, QueryParameter(ge=0, le=10_000)] = 1000,
 ) -> RecipientView:
-    return await _recipients(request).explain(principal, channel, address, _now(), events=events)
+    return await recipients.explain(principal, channel, address, _now(), events=events)
 
 
 routes = [

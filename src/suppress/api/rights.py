@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
-from litestar import Request, get, post
+from litestar import get, post
 from litestar.di import NamedDependency
 from litestar.params import Body, FromPath
 
-from suppress.api.auth import principal as auth_principal
 from suppress.api.auth import requires
 from suppress.models import Channel
 from suppress.rights import CustomerExport, RecipientExport, RestrictIn, Rights, RightsResult
 from suppress.tenants import Principal
-
-
-def _rights(request: Request[Any, Any, Any]) -> Rights:
-    service: Rights = request.app.state.rights
-    return service
 
 
 def _now() -> datetime:
@@ -26,18 +20,16 @@ def _now() -> datetime:
 
 
 async def _set_restriction(
-    request: Request[Any, Any, Any],
+    principal: Principal,
+    rights: Rights,
     channel: Channel,
     address: str,
     data: RestrictIn | None,
     *,
     restricted: bool,
 ) -> RightsResult:
-    principal = auth_principal(request)
     note = data.note if data else None
-    return await _rights(request).restrict(
-        principal, channel, address, restricted=restricted, note=note, now=_now()
-    )
+    return await rights.restrict(principal, channel, address, restricted=restricted, note=note, now=_now())
 
 
 @get(
@@ -49,12 +41,12 @@ async def _set_restriction(
     guards=[requires("read")],
 )
 async def export_recipient(
-    request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
+    rights: NamedDependency[Rights],
     channel: FromPath[Channel],
     address: FromPath[str],
 ) -> RecipientExport:
-    return await _rights(request).export_recipient(principal, channel, address, _now())
+    return await rights.export_recipient(principal, channel, address, _now())
 
 
 @get(
@@ -65,9 +57,9 @@ async def export_recipient(
     guards=[requires("read")],
 )
 async def export_customer(
-    request: Request[Any, Any, Any], principal: NamedDependency[Principal], customer_ref: FromPath[str]
+    principal: NamedDependency[Principal], rights: NamedDependency[Rights], customer_ref: FromPath[str]
 ) -> CustomerExport:
-    return await _rights(request).export_customer(principal, customer_ref, _now())
+    return await rights.export_customer(principal, customer_ref, _now())
 
 
 @post(
@@ -82,12 +74,12 @@ async def export_customer(
     guards=[requires("admin")],
 )
 async def erase_recipient(
-    request: Request[Any, Any, Any],
     principal: NamedDependency[Principal],
+    rights: NamedDependency[Rights],
     channel: FromPath[Channel],
     address: FromPath[str],
 ) -> RightsResult:
-    return await _rights(request).erase_recipient(principal, channel, address, _now())
+    return await rights.erase_recipient(principal, channel, address, _now())
 
 
 @post(
@@ -99,9 +91,9 @@ async def erase_recipient(
     guards=[requires("admin")],
 )
 async def erase_customer(
-    request: Request[Any, Any, Any], principal: NamedDependency[Principal], customer_ref: FromPath[str]
+    principal: NamedDependency[Principal], rights: NamedDependency[Rights], customer_ref: FromPath[str]
 ) -> RightsResult:
-    return await _rights(request).erase_customer(principal, customer_ref, _now())
+    return await rights.erase_customer(principal, customer_ref, _now())
 
 
 @post(
@@ -113,12 +105,13 @@ async def erase_customer(
     guards=[requires("write")],
 )
 async def restrict(
-    request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
+    rights: NamedDependency[Rights],
     channel: FromPath[Channel],
     address: FromPath[str],
     data: Annotated[RestrictIn | None, Body()] = None,
 ) -> RightsResult:
-    return await _set_restriction(request, channel, address, data, restricted=True)
+    return await _set_restriction(principal, rights, channel, address, data, restricted=True)
 
 
 @post(
@@ -130,12 +123,13 @@ async def restrict(
     guards=[requires("write")],
 )
 async def unrestrict(
-    request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
+    rights: NamedDependency[Rights],
     channel: FromPath[Channel],
     address: FromPath[str],
     data: Annotated[RestrictIn | None, Body()] = None,
 ) -> RightsResult:
-    return await _set_restriction(request, channel, address, data, restricted=False)
+    return await _set_restriction(principal, rights, channel, address, data, restricted=False)
 
 
 @post(
@@ -148,9 +142,9 @@ async def unrestrict(
     guards=[requires("write")],
 )
 async def object_to_marketing(
-    request: Request[Any, Any, Any], principal: NamedDependency[Principal], customer_ref: FromPath[str]
+    principal: NamedDependency[Principal], rights: NamedDependency[Rights], customer_ref: FromPath[str]
 ) -> RightsResult:
-    return await _rights(request).object(principal, customer_ref, _now())
+    return await rights.object(principal, customer_ref, _now())
 
 
 routes = [
