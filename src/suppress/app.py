@@ -153,7 +153,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *ledger_api.routes,
             *settings_api.routes,
             *sms_api.routes,
-            *unsubscribe_api.routes,
+            Router("/", route_handlers=unsubscribe_api.routes, dependencies=services("unsubscriber")),
             Router("/", route_handlers=webhooks_api.routes, dependencies=services("webhooks")),
             Router("/", route_handlers=providers_api.routes, dependencies=services("provider_configs")),
             *ops_api.routes,

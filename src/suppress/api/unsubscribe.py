@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Request, Response, post, route
+from litestar.di import NamedDependency
 from litestar.enums import HttpMethod, MediaType
 from litestar.params import FromPath
 
@@ -26,11 +27,6 @@ from suppress.unsubscribe import BadToken, Evidence, Outcome, Unsubscriber
 ONE_CLICK_FIELD, ONE_CLICK_VALUE = "List-Unsubscribe", "One-Click"
 
 
-def _service(request: Request[Any, Any, Any]) -> Unsubscriber:
-    service: Unsubscriber = request.app.state.unsubscriber
-    return service
-
-
 def _html(content: str, status: int = 200) -> Response[str]:
     return Response(content, status_code=status, media_type=MediaType.HTML, headers=SECURITY_HEADERS)
 
@@ -48,14 +44,15 @@ def _evidence(request: Request[Any, Any, Any]) -> Evidence:
     tags=["unsubscribe"],
     security=[],
 )
-async def show_page(request: Request[Any, Any, Any], token: FromPath[str]) -> Response[str]:
+async def show_page(
+    request: Request[Any, Any, Any], unsubscriber: NamedDependency[Unsubscriber], token: FromPath[str]
+) -> Response[str]:
     lang = pick_language(request.headers.get("accept-language"))
-    service = _service(request)
     try:
-        claims = service.verify(token)
+        claims = unsubscriber.verify(token)
     except BadToken:
         return _html(message_page(lang, "bad_title", "bad"), 400)
-    state = await service.page_state(claims, datetime.now(UTC))
+    state = await unsubscriber.page_state(claims, datetime.now(UTC))
     return _html(unsubscribe_page(lang, claims.channel, state))
 
 
@@ -73,43 +70,44 @@ async def show_page(request: Request[Any, Any, Any], token: FromPath[str]) -> Re
     tags=["unsubscribe"],
     security=[],
 )
-async def submit(request: Request[Any, Any, Any], token: FromPath[str]) -> Response[str]:
-    service = _service(request)
+async def submit(
+    request: Request[Any, Any, Any], unsubscriber: NamedDependency[Unsubscriber], token: FromPath[str]
+) -> Response[str]:
     form = await request.form()
     lang: Language = (
         "nb" if form.get("lang") == "nb" else pick_language(request.headers.get("accept-language"))
     )
     try:
-        claims = service.verify(token)
+        claims = unsubscriber.verify(token)
     except BadToken:
         return _html(message_page(lang, "bad_title", "bad"), 400)
     now = datetime.now(UTC)
     evidence = _evidence(request)
     try:
         if form.get(ONE_CLICK_FIELD) == ONE_CLICK_VALUE:
-            outcome = await service.unsubscribe(
+            outcome = await unsubscriber.unsubscribe(
                 claims, topic_id=claims.topic_id or ALL_TOPICS, source="one_click", evidence=evidence, now=now
             )
             return _html(
-                await _outcome_page(service, lang, outcome, claims, all_topics=claims.topic_id is None)
+                await _outcome_page(unsubscriber, lang, outcome, claims, all_topics=claims.topic_id is None)
             )
         action = form.get("action")
         if action in ("topic", "all"):
             topic_id = ALL_TOPICS if action == "all" else claims.topic_id or ALL_TOPICS
-            outcome = await service.unsubscribe(
+            outcome = await unsubscriber.unsubscribe(
                 claims, topic_id=topic_id, source="page", evidence=evidence, now=now
             )
             return _html(
-                await _outcome_page(service, lang, outcome, claims, all_topics=topic_id == ALL_TOPICS)
+                await _outcome_page(unsubscriber, lang, outcome, claims, all_topics=topic_id == ALL_TOPICS)
             )
         if action == "undo":
             topic_id = (claims.topic_id or ALL_TOPICS) if form.get("scope") == "topic" else ALL_TOPICS
-            await service.resubscribe(
+            await unsubscriber.resubscribe(
                 claims, topic_id=topic_id, source="unsubscribe_undo", evidence=evidence, now=now
             )
             return _html(confirmation_page(lang, "resubscribed"))
         if action == "preferences":
-            await _save_preferences(service, claims, set(form.getall("topic", [])), evidence, now)
+            await _save_preferences(unsubscriber, claims, set(form.getall("topic", [])), evidence, now)
             return _html(confirmation_page(lang, "done_saved"))
     except SuppressError as exc:
         return _html(message_page(lang, "bad_title" if exc.status < 500 else "title", "error"), exc.status)
