@@ -22,25 +22,24 @@ async def expire_suppressions(ctx: dict[str, Any], batch: int = BATCH) -> int:
     while True:
         now = datetime.now(UTC)
         due = await pool.fetch(queries.expired_suppressions, now, batch)
-        intents = [
-            LiftIntent(
-                channel=row["channel"],
-                address_hash=row["address_hash"],
-                topic_id=row["topic_id"],
-                reason=row["reason"],
-                expired_by=now,
-                source="expiry",
-                actor="worker",
-                occurred_at=row["expires_at"],
-                data={"cause": "expired"},
-            )
-            for row in due
-        ]
         by_tenant: dict[int, list[LiftIntent]] = {}
-        for row, intent in zip(due, intents, strict=True):
-            by_tenant.setdefault(row["tenant_id"], []).append(intent)
+        for row in due:
+            by_tenant.setdefault(row["tenant_id"], []).append(
+                LiftIntent(
+                    channel=row["channel"],
+                    address_hash=row["address_hash"],
+                    topic_id=row["topic_id"],
+                    reason=row["reason"],
+                    expired_by=now,
+                    source="expiry",
+                    actor="worker",
+                    occurred_at=row["expires_at"],
+                    data={"cause": "expired"},
+                )
+            )
+        writer = Writer(pool, queries, ctx.get("redis"))
         for tenant_id, tenant_intents in by_tenant.items():
-            applied = await Writer(pool, queries, ctx.get("redis")).apply(tenant_id, tenant_intents)
+            applied = await writer.apply(tenant_id, tenant_intents)
             lifted += len(applied.event_ids)
         if len(due) < batch:
             return lifted

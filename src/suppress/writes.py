@@ -133,7 +133,7 @@ class Writer:
         """Apply the intents (see the module docstring); their effects are enqueued after commit."""
         if not intents:
             return Applied(outcomes=[])
-        addresses = _addresses(intents)
+        addresses = recipients_of(intents)
 
         async def body(conn: Connection) -> Applied:
             return await self.apply_in(conn, tenant_id, intents)
@@ -393,7 +393,7 @@ async def rewrite(
     )
 
 
-def _addresses(intents: Sequence[Intent]) -> dict[Key, str | None]:
+def recipients_of(intents: Sequence[Intent]) -> dict[Key, str | None]:
     """Every recipient the intents touch, with the address to store (the last one given)."""
     addresses: dict[Key, str | None] = {}
     for intent in intents:

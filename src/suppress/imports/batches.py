@@ -37,7 +37,7 @@ from suppress.intents import (
 )
 from suppress.models import TopicName
 from suppress.sql import Queries
-from suppress.writes import ConsentOutcome, Writer
+from suppress.writes import ConsentOutcome, Writer, recipients_of
 
 ERASED = "the address was erased; a consent cannot be recorded until an admin lifts the erasure"
 Connection = asyncpg.Connection | PoolConnectionProxy
@@ -166,10 +166,7 @@ class BatchWriter:
                 raise LostLease()
             return done
 
-        addresses: dict[tuple[str, bytes], str | None] = {}
-        for intent in prepared.intents:
-            addresses[(intent.channel, intent.address_hash)] = getattr(intent, "address", None)
-        counts = await self._writer.run(self._tenant.id, addresses, write)
+        counts = await self._writer.run(self._tenant.id, recipients_of(prepared.intents), write)
         metrics.WRITES.labels(f"import_{self._options.kind}").inc(counts.done)
         return counts
 
