@@ -33,6 +33,7 @@ from tests.live import PHONE, api, assert_png, open_page
 
 PHONE_390: ViewportSize = {"width": 390, "height": 844}
 LAPTOP: ViewportSize = {"width": 1280, "height": 800}
+SMS_PEOPLE = ["+4791234560", "+4791234561", "+4791234562"]
 FORMULA = '=HYPERLINK("https://evil.example","click")'
 MARKUP = "<b>Bold</b> & co"
 SPRING = "Spring sale"
@@ -54,6 +55,8 @@ async def history(http: httpx.AsyncClient, tenant: Tenant, settings: Settings, q
     people = [f"person{i}@example.no" for i in range(40)]
     for address in people:
         await api(http, tenant, "/v1/consents", {"channel": "email", "address": address, "source": "signup"})
+    for number in SMS_PEOPLE:  # a small SMS audience beside 40-odd email recipients
+        await api(http, tenant, "/v1/consents", {"channel": "sms", "address": number, "source": "signup"})
     long_ago = (datetime.now(UTC) - timedelta(days=350)).isoformat()
     for i in range(4):
         body = {
@@ -231,6 +234,46 @@ async def test_on_a_390_px_phone_the_campaign_alerts_stay_in_view(
         shot = tmp_path / "dashboard-390.png"
         await page.screenshot(path=shot, full_page=True)
         assert_png(shot)
+
+
+async def _bar_width(page: Page, prefix: str) -> float:
+    """The drawn width of the audience chart's row `prefix` (all its stacked segments)."""
+    total = 0.0
+    for rect in await page.locator("svg[role=img] rect").all():
+        title = await rect.locator("title").text_content() if await rect.locator("title").count() else ""
+        if title and title.startswith(prefix + ":"):
+            box = await rect.bounding_box()
+            assert box is not None
+            total += box["width"]
+    return total
+
+
+async def test_sms_has_its_own_scale_in_the_audience_chart(
+    browser: Browser,
+    http: httpx.AsyncClient,
+    server: str,
+    tenant: Tenant,
+    settings: Settings,
+    queries: Queries,
+) -> None:
+    """3 SMS recipients beside 40-odd email ones: drawn on the email scale they would be a sliver."""
+    await history(http, tenant, settings, queries)
+    async with open_page(browser, viewport=LAPTOP) as page:
+        await sign_in(page, server, tenant.keys["read"])
+        email = await _bar_width(page, "Email · no topic")
+        sms = await _bar_width(page, "SMS · no topic")
+        assert email > 100, email
+        assert sms > 0.9 * email, (sms, email)  # each channel's largest row fills its own chart
+        chart = page.get_by_role("img", name="Reachable SMS audience by basis")
+        await expect(chart).to_be_visible()
+        # each axis says where its own scale ends: 3 SMS recipients, 40-odd by email
+        sms_axis = await chart.locator("text").last.text_content()
+        email_axis = (
+            await page.get_by_role("img", name="Reachable email audience by basis")
+            .locator("text")
+            .last.text_content()
+        )
+        assert sms_axis == "3" and email_axis is not None and int(email_axis) > 40, (sms_axis, email_axis)
 
 
 async def _serious_violations(page: Page) -> list[str]:

@@ -104,6 +104,7 @@ tr.alert-stop td,tr.alert-stop th{background:#fef2f2}
 th.alert,td.alert{text-align:left;white-space:normal;min-width:6.5rem}
 .why{font-size:.85rem;color:#374151;white-space:nowrap}
 .behind{border-color:#b45309;background:#fffbeb;margin:.75rem 0}
+h3.chart-title{font-size:1rem;margin:.75rem 0 0}
 .note{color:#4b5563;font-size:.9rem}
 form.inline{display:inline}
 button,input{font:inherit}
@@ -332,7 +333,7 @@ def _best_reach(channel: ChannelReach) -> int:
 
 
 def _audience(report: HealthReport) -> str:
-    rows: list[tuple[str, dict[str, int]]] = []
+    charts: list[str] = []
     table: list[list[str]] = []
     for channel in CHANNELS:
         reach: ChannelReach = getattr(report.reachable, channel)
@@ -346,19 +347,16 @@ def _audience(report: HealthReport) -> str:
             entries.append(
                 (t.topic, t.consent, t.customer_relationship, known - suppressed - t.total, suppressed)
             )
+        rows: list[tuple[str, str, dict[str, int]]] = []
         for topic, consent, relationship, no_basis, blocked in entries:
             label = f"{name} · {topic}"
-            rows.append(
-                (
-                    label,
-                    {
-                        "consent": consent,
-                        "customer_relationship": relationship,
-                        "no_basis": max(no_basis, 0),
-                        "suppressed": blocked,
-                    },
-                )
-            )
+            values = {
+                "consent": consent,
+                "customer_relationship": relationship,
+                "no_basis": max(no_basis, 0),
+                "suppressed": blocked,
+            }
+            rows.append((topic, label, values))
             table.append(
                 [
                     escape(label),
@@ -368,17 +366,26 @@ def _audience(report: HealthReport) -> str:
                     _n(max(no_basis, 0)),
                 ]
             )
-    chart = stacked_rows(
-        "Reachable audience by basis",
-        "For each channel and topic, known recipients a marketing message may reach by consent or by "
-        "customer relationship, and those it may not (no basis, suppressed).",
-        BASIS_SERIES,
-        rows[:24],
-    )
+        largest = max(sum(v.values()) for _, _, v in rows)
+        # One chart per channel, each on its own scale: a small SMS list drawn on the email scale
+        # would be a sliver.
+        charts.append(
+            f'<h3 class="chart-title">{name}</h3>'
+            + stacked_rows(
+                f"Reachable {'SMS' if channel == 'sms' else channel} audience by basis",
+                f"{name}: for a message without a topic and on each topic, known recipients a marketing "
+                f"message may reach by consent or by customer relationship, and those it may not (no "
+                f"basis, suppressed). The scale runs from 0 to {largest:,} recipients.",
+                BASIS_SERIES,
+                rows[:24],
+            )
+        )
+    drawn = "".join(charts) if charts else '<p class="note">No recipients known yet.</p>'
     return (
         "<section><h2>Reachable audience by basis</h2>"
-        '<p class="note">What a pre-send check (own offer) would answer now for every known recipient.</p>'
-        f"{legend(BASIS_SERIES)}{chart}"
+        '<p class="note">What a pre-send check (own offer) would answer now for every known recipient. '
+        "Each channel has its own scale.</p>"
+        f"{legend(BASIS_SERIES)}{drawn}"
         + _details(
             "Audience as a table",
             _table(
