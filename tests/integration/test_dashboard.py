@@ -211,3 +211,22 @@ def test_alert_levels_and_reasons() -> None:
     assert campaign_alerts(0, 1, 0, lines, 0.005) == ("warn", ["unsubscribe_rate"])  # none allowed
     assert campaign_alerts(1, 0, 1000, lines, 0.005) == ("warn", ["complaint_rate"])
     assert campaign_alerts(3, 9, 1000, lines, 0.005) == ("stop", ["complaint_rate", "unsubscribe_rate"])
+
+
+async def test_openapi_documents_freshness_and_the_unsubscribe_alert(client: Client) -> None:
+    schema = (await client.get("/schema/openapi.json")).json()
+    components = schema["components"]["schemas"]
+
+    def component(suffix: str) -> dict[str, Any]:
+        found: dict[str, Any] = next(v for k, v in components.items() if k.endswith(suffix))
+        return found
+
+    assert set(component("HealthReport")["properties"]) >= {"freshness", "unsubscribe_thresholds"}
+    assert set(component("Freshness")["properties"]) == {
+        "snapshot_age_seconds", "pending_effects", "pending_effects_capped", "oldest_pending_at",
+        "oldest_pending_seconds", "behind",
+    }  # fmt: skip
+    reasons = component("CampaignHealth")["properties"]["alert_reasons"]
+    assert reasons["items"]["enum"] == ["complaint_rate", "unsubscribe_rate"]
+    line = component("TenantSettings")["properties"]["unsubscribe_alert_rate"]
+    assert (line["exclusiveMinimum"], line["maximum"]) == (0, 1)
