@@ -52,6 +52,7 @@ import asyncpg
 import httpx
 
 from suppress.db import create_pool
+from suppress.health import PENDING_COUNT_LIMIT
 from suppress.migrate import migrate
 from suppress.rollups import count_events, refresh_tenant
 from suppress.sql import Queries, load_queries
@@ -332,7 +333,7 @@ async def build_rollups(
 async def explain(bench: Bench, stage: Stage, pool: asyncpg.Pool, queries: Queries) -> None:
     today = datetime.now(UTC).date()
     args: dict[str, tuple[Any, ...]] = {
-        "health_overview": (bench.tenant_id,),
+        "health_overview": (bench.tenant_id, PENDING_COUNT_LIMIT),
         "health_daily_counts": (bench.tenant_id, today.replace(day=1)),
         "health_latency_counts": (bench.tenant_id, today.replace(day=1)),
         "health_campaign_rows": (bench.tenant_id, datetime(2000, 1, 1, tzinfo=UTC), 100),

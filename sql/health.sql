@@ -212,9 +212,17 @@ SET computed_at = excluded.computed_at, duration_ms = excluded.duration_ms,
 WHERE s.computed_at <= excluded.computed_at;
 
 -- name: health_overview
--- A tenant's name, complaint-rate thresholds and latest snapshot (NULLs before the first one).
+-- A tenant's name, alert lines and latest snapshot (NULLs before the first one), and the worker's
+-- backlog: the tenant's events whose effects (counting among them) are still pending, counted up
+-- to $2, and when the oldest of them (lowest id, the next the drain claims) was written.
 SELECT t.name AS tenant_name, t.complaint_alert_rate::float8 AS alert_rate,
-       t.complaint_stop_rate::float8 AS stop_rate, s.computed_at, s.audience, s.lapsing
+       t.complaint_stop_rate::float8 AS stop_rate,
+       t.unsubscribe_alert_rate::float8 AS unsubscribe_alert_rate,
+       s.computed_at, s.audience, s.lapsing,
+       (SELECT count(*) FROM (SELECT 1 FROM pending_effects p WHERE p.tenant_id = t.id LIMIT $2) AS b)
+           AS pending_effects,
+       (SELECT p.created_at FROM pending_effects p WHERE p.tenant_id = t.id ORDER BY p.event_id LIMIT 1)
+           AS oldest_pending_at
 FROM tenants t
 LEFT JOIN health_snapshots s ON s.tenant_id = t.id
 WHERE t.id = $1;

@@ -4,8 +4,9 @@ Read side only: everything here comes from rollup tables that workers keep curre
 (`suppress.rollups`, `workers/health.py`); a report is four indexed SELECTs, whatever the size of
 the ledger (docs/health.md):
 
-- `health_overview`: the tenant's complaint thresholds and its state snapshot (reachable audience
-  by basis per channel and topic, suppressed recipients by reason, relationships lapsing soon);
+- `health_overview`: the tenant's alert lines, its state snapshot (reachable audience by basis per
+  channel and topic, suppressed recipients by reason, relationships lapsing soon) and the worker's
+  backlog (events whose counting is still pending), which says how fresh the counters are;
 - `health_daily_counts`: new unsubscribes, complaints, bounces, consents ... per day and channel;
 - `health_latency_counts`: the unsubscribe-latency histogram over the same days;
 - `health_campaign_rows`: per campaign, check totals and attributed unsubscribes and complaints.
@@ -68,9 +69,17 @@ MAX_DAYS = 366
 DEFAULT_DAYS = 30
 MAX_CAMPAIGNS = 1000
 DEFAULT_CAMPAIGNS = 100
+# The worker is behind when an event has waited this long for its effects (its counting among
+# them; a drain normally takes them within a second or two) ...
+BEHIND_AFTER_SECONDS = 60
+# ... or when the snapshot, refreshed every minute, is this old.
+SNAPSHOT_STALE_SECONDS = 5 * 60
+# Pending effects are counted up to this many: the count is an index range scan, bounded.
+PENDING_COUNT_LIMIT = 100_000
 
 Days = Annotated[int, Meta(ge=1, le=MAX_DAYS)]
 Alert = Literal["ok", "warn", "stop"]
+AlertReason = Literal["complaint_rate", "unsubscribe_rate"]
 
 
 class Reach(msgspec.Struct, frozen=True, kw_only=True):
@@ -151,6 +160,7 @@ class CampaignHealth(msgspec.Struct, frozen=True, kw_only=True):
     unsubscribe_rate: float | None
     complaint_rate: float | None
     alert: Alert
+    alert_reasons: list[AlertReason]  # the rates at or above one of the tenant's lines
 
 
 class ComplaintThresholds(msgspec.Struct, frozen=True, kw_only=True):
@@ -158,6 +168,28 @@ class ComplaintThresholds(msgspec.Struct, frozen=True, kw_only=True):
 
     warn: float
     stop: float
+
+
+class UnsubscribeThresholds(msgspec.Struct, frozen=True, kw_only=True):
+    """The tenant's unsubscribe-rate line: `warn` from this rate on (`unsubscribe_alert_rate`)."""
+
+    warn: float
+
+
+class Freshness(msgspec.Struct, frozen=True, kw_only=True):
+    """How current the report is: the snapshot's age and the events still waiting to be counted.
+
+    `behind` when the oldest waiting event has waited BEHIND_AFTER_SECONDS or more, or the snapshot
+    is SNAPSHOT_STALE_SECONDS old: the counters (daily, campaigns, latency) then leave out the
+    `pending_effects` events until the worker catches up.
+    """
+
+    snapshot_age_seconds: float | None
+    pending_effects: int
+    pending_effects_capped: bool  # counting stopped at PENDING_COUNT_LIMIT: at least that many
+    oldest_pending_at: datetime | None
+    oldest_pending_seconds: float | None
+    behind: bool
 
 
 class Latency(msgspec.Struct, frozen=True, kw_only=True):
@@ -201,8 +233,10 @@ class HealthReport(msgspec.Struct, frozen=True, kw_only=True):
     daily: list[DailyCounts]
     campaigns: list[CampaignHealth]
     complaint_thresholds: ComplaintThresholds
+    unsubscribe_thresholds: UnsubscribeThresholds
     unsubscribe_latency_seconds: Latency
     expiring_relationships: ExpiringRelationships
+    freshness: Freshness
 
 
 class AudienceCount(msgspec.Struct, frozen=True):
@@ -241,6 +275,48 @@ def campaign_alert(complained: int, allowed: int, thresholds: ComplaintThreshold
     if rate >= thresholds.stop:
         return "stop"
     return "warn" if rate >= thresholds.warn else "ok"
+
+
+def unsubscribe_alert(unsubscribed: int, allowed: int, warn: float) -> Alert:
+    """ok / warn by unsubscribe rate (never stop: people leaving do not hurt delivery the way
+    complaints do); unsubscribes with nothing allowed are an infinite rate."""
+    if unsubscribed == 0:
+        return "ok"
+    return "warn" if allowed == 0 or unsubscribed / allowed >= warn else "ok"
+
+
+_LEVELS: dict[Alert, int] = {"ok": 0, "warn": 1, "stop": 2}
+
+
+def campaign_alerts(
+    complained: int, unsubscribed: int, allowed: int, complaints: ComplaintThresholds, unsubscribe_warn: float
+) -> tuple[Alert, list[AlertReason]]:
+    """A campaign's alert (the worse of its complaint and unsubscribe alerts) and the rates behind it."""
+    by_reason: list[tuple[AlertReason, Alert]] = [
+        ("complaint_rate", campaign_alert(complained, allowed, complaints)),
+        ("unsubscribe_rate", unsubscribe_alert(unsubscribed, allowed, unsubscribe_warn)),
+    ]
+    worst = max((level for _, level in by_reason), key=_LEVELS.__getitem__)
+    return worst, [reason for reason, level in by_reason if level != "ok"]
+
+
+def freshness(
+    now: datetime, snapshot_at: datetime | None, pending: int, oldest_pending_at: datetime | None
+) -> Freshness:
+    """The report's freshness from the snapshot time and the backlog of pending effects."""
+    snapshot_age = None if snapshot_at is None else max((now - snapshot_at).total_seconds(), 0.0)
+    waited = None if oldest_pending_at is None else max((now - oldest_pending_at).total_seconds(), 0.0)
+    behind = (waited is not None and waited >= BEHIND_AFTER_SECONDS) or (
+        snapshot_age is not None and snapshot_age >= SNAPSHOT_STALE_SECONDS
+    )
+    return Freshness(
+        snapshot_age_seconds=snapshot_age,
+        pending_effects=pending,
+        pending_effects_capped=pending >= PENDING_COUNT_LIMIT,
+        oldest_pending_at=oldest_pending_at,
+        oldest_pending_seconds=waited,
+        behind=behind,
+    )
 
 
 def latency_summary(buckets: Mapping[int, int]) -> Latency:
@@ -333,6 +409,26 @@ def _daily(rows: Iterable[asyncpg.Record], first: date, last: date) -> list[Dail
     ]
 
 
+def _campaign(
+    row: asyncpg.Record, complaints: ComplaintThresholds, unsubscribe_warn: float
+) -> CampaignHealth:
+    alert, reasons = campaign_alerts(
+        row["complained"], row["unsubscribed"], row["allowed"], complaints, unsubscribe_warn
+    )
+    return CampaignHealth(
+        campaign=row["campaign"],
+        checked=row["checked"],
+        allowed=row["allowed"],
+        denied=dict(sorted(row["denied"].items())),
+        unsubscribed=row["unsubscribed"],
+        complained=row["complained"],
+        unsubscribe_rate=_rate(row["unsubscribed"], row["allowed"]),
+        complaint_rate=_rate(row["complained"], row["allowed"]),
+        alert=alert,
+        alert_reasons=reasons,
+    )
+
+
 class HealthService:
     """Reads the rollups into reports; one instance per process."""
 
@@ -350,13 +446,14 @@ class HealthService:
         # Four round trips on one connection; no transaction around them (BEGIN and COMMIT would be
         # two more): each rollup is current on its own, none needs to agree with another to the event.
         async with self._pool.acquire() as conn:
-            overview = await conn.fetchrow(self._q.health_overview, tenant_id)
+            overview = await conn.fetchrow(self._q.health_overview, tenant_id, PENDING_COUNT_LIMIT)
             if overview is None:
                 raise NotFound(f"no tenant with id {tenant_id}")
             daily = await conn.fetch(self._q.health_daily_counts, tenant_id, first)
             latency = await conn.fetch(self._q.health_latency_counts, tenant_id, first)
             campaign_rows = await conn.fetch(self._q.health_campaign_rows, tenant_id, since, campaigns)
         thresholds = ComplaintThresholds(warn=overview["alert_rate"], stop=overview["stop_rate"])
+        unsubscribe_warn: float = overview["unsubscribe_alert_rate"]
         audience = msgspec.convert(overview["audience"] or [], list[AudienceCount])
         lapsing = msgspec.convert(overview["lapsing"] or [], list[LapsingCount])
         reachable, suppressed = _reachable(audience)
@@ -368,23 +465,14 @@ class HealthService:
             reachable=reachable,
             suppressed=suppressed,
             daily=_daily(daily, first, today),
-            campaigns=[
-                CampaignHealth(
-                    campaign=r["campaign"],
-                    checked=r["checked"],
-                    allowed=r["allowed"],
-                    denied=dict(sorted(r["denied"].items())),
-                    unsubscribed=r["unsubscribed"],
-                    complained=r["complained"],
-                    unsubscribe_rate=_rate(r["unsubscribed"], r["allowed"]),
-                    complaint_rate=_rate(r["complained"], r["allowed"]),
-                    alert=campaign_alert(r["complained"], r["allowed"], thresholds),
-                )
-                for r in campaign_rows
-            ],
+            campaigns=[_campaign(r, thresholds, unsubscribe_warn) for r in campaign_rows],
             complaint_thresholds=thresholds,
+            unsubscribe_thresholds=UnsubscribeThresholds(warn=unsubscribe_warn),
             unsubscribe_latency_seconds=latency_summary({r["bucket"]: r["n"] for r in latency}),
             expiring_relationships=_expiring(lapsing),
+            freshness=freshness(
+                now, overview["computed_at"], overview["pending_effects"], overview["oldest_pending_at"]
+            ),
         )
 
     async def viewer(self, key_id: int, tenant_id: int) -> Viewer | None:

@@ -170,6 +170,8 @@ def _principal(row: asyncpg.Record) -> Principal:
 
 
 Rate = Annotated[float, Meta(ge=0, le=1)]
+# A line a rate is compared against with >=: zero would flag every campaign.
+AlertLine = Annotated[float, Meta(gt=0, le=1)]
 Days = Annotated[int, Meta(ge=1, le=3650)]
 Region = Annotated[str, Meta(pattern=r"^[A-Z]{2}$")]
 BlockingReason = SuppressionReason
@@ -187,6 +189,7 @@ class TenantSettings(msgspec.Struct, frozen=True, kw_only=True):
     soft_bounce_suppress_days: Days
     complaint_alert_rate: Rate
     complaint_stop_rate: Rate
+    unsubscribe_alert_rate: AlertLine
     require_notice_version: bool
     consent_validity_days: Days | None
 
@@ -205,6 +208,7 @@ class TenantSettingsPatch(
     soft_bounce_suppress_days: Days | msgspec.UnsetType = msgspec.UNSET
     complaint_alert_rate: Rate | msgspec.UnsetType = msgspec.UNSET
     complaint_stop_rate: Rate | msgspec.UnsetType = msgspec.UNSET
+    unsubscribe_alert_rate: AlertLine | msgspec.UnsetType = msgspec.UNSET
     require_notice_version: bool | msgspec.UnsetType = msgspec.UNSET
     consent_validity_days: Days | msgspec.UnsetType | None = msgspec.UNSET
 
@@ -242,5 +246,6 @@ async def update_tenant_settings(
         merged.complaint_stop_rate,
         merged.require_notice_version,
         merged.consent_validity_days,
+        merged.unsubscribe_alert_rate,
     )
     return merged

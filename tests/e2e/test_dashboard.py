@@ -16,9 +16,10 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from axe_playwright_python.async_playwright import Axe
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from playwright.async_api import Browser, expect
+from playwright.async_api import Browser, Page, ViewportSize, expect
 
 from suppress.api.dashboard import SESSION_SECONDS, DashboardSessions
 from suppress.api.dashboard_pages import campaigns_csv
@@ -30,6 +31,9 @@ from suppress.sql import Queries
 from tests.conftest import TEST_SECRET, Tenant
 from tests.live import PHONE, api, assert_png, open_page
 
+PHONE_390: ViewportSize = {"width": 390, "height": 844}
+LAPTOP: ViewportSize = {"width": 1280, "height": 800}
+SMS_PEOPLE = ["+4791234560", "+4791234561", "+4791234562"]
 FORMULA = '=HYPERLINK("https://evil.example","click")'
 MARKUP = "<b>Bold</b> & co"
 SPRING = "Spring sale"
@@ -51,6 +55,8 @@ async def history(http: httpx.AsyncClient, tenant: Tenant, settings: Settings, q
     people = [f"person{i}@example.no" for i in range(40)]
     for address in people:
         await api(http, tenant, "/v1/consents", {"channel": "email", "address": address, "source": "signup"})
+    for number in SMS_PEOPLE:  # a small SMS audience beside 40-odd email recipients
+        await api(http, tenant, "/v1/consents", {"channel": "sms", "address": number, "source": "signup"})
     long_ago = (datetime.now(UTC) - timedelta(days=350)).isoformat()
     for i in range(4):
         body = {
@@ -195,6 +201,132 @@ async def test_on_a_phone_nothing_needs_sideways_scrolling(
         assert_png(shot)
 
 
+async def test_on_a_390_px_phone_the_campaign_alerts_stay_in_view(
+    browser: Browser,
+    http: httpx.AsyncClient,
+    server: str,
+    tenant: Tenant,
+    settings: Settings,
+    queries: Queries,
+    tmp_path: Path,
+) -> None:
+    """The Alert column is the one a marketer looks for: it must not sit beyond the table's scroll."""
+    await history(http, tenant, settings, queries)
+    async with open_page(
+        browser, viewport=PHONE_390, device_scale_factor=2, is_mobile=True, has_touch=True
+    ) as page:
+        await sign_in(page, server, tenant.keys["read"])
+        table = page.get_by_role("table", name="Campaigns active in the last 30 days, most recent first")
+        await expect(table).to_be_visible()
+        box = await table.locator("xpath=..").bounding_box()  # the scrolling box around the table
+        assert box is not None
+        right = min(box["x"] + box["width"], PHONE_390["width"])
+        alert_header = table.get_by_role("columnheader", name="Alert")
+        cells = [alert_header, *(await table.locator("tbody td.alert").all())]
+        assert len(cells) == 4  # the header and three campaigns
+        for cell in cells:
+            await expect(cell).to_be_visible()
+            cell_box = await cell.bounding_box()
+            assert cell_box is not None
+            assert box["x"] <= cell_box["x"] and cell_box["x"] + cell_box["width"] <= right, (cell_box, box)
+        spring = table.get_by_role("row").filter(has_text=SPRING)
+        await expect(spring.locator("td.alert")).to_have_text("stop (complaints, unsubscribes)")
+        shot = tmp_path / "dashboard-390.png"
+        await page.screenshot(path=shot, full_page=True)
+        assert_png(shot)
+
+
+async def _bar_width(page: Page, prefix: str) -> float:
+    """The drawn width of the audience chart's row `prefix` (all its stacked segments)."""
+    total = 0.0
+    for rect in await page.locator("svg[role=img] rect").all():
+        title = await rect.locator("title").text_content() if await rect.locator("title").count() else ""
+        if title and title.startswith(prefix + ":"):
+            box = await rect.bounding_box()
+            assert box is not None
+            total += box["width"]
+    return total
+
+
+async def test_sms_has_its_own_scale_in_the_audience_chart(
+    browser: Browser,
+    http: httpx.AsyncClient,
+    server: str,
+    tenant: Tenant,
+    settings: Settings,
+    queries: Queries,
+) -> None:
+    """3 SMS recipients beside 40-odd email ones: drawn on the email scale they would be a sliver."""
+    await history(http, tenant, settings, queries)
+    async with open_page(browser, viewport=LAPTOP) as page:
+        await sign_in(page, server, tenant.keys["read"])
+        email = await _bar_width(page, "Email · no topic")
+        sms = await _bar_width(page, "SMS · no topic")
+        assert email > 100, email
+        assert sms > 0.9 * email, (sms, email)  # each channel's largest row fills its own chart
+        chart = page.get_by_role("img", name="Reachable SMS audience by basis")
+        await expect(chart).to_be_visible()
+        # each axis says where its own scale ends: 3 SMS recipients, 40-odd by email
+        sms_axis = await chart.locator("text").last.text_content()
+        email_axis = (
+            await page.get_by_role("img", name="Reachable email audience by basis")
+            .locator("text")
+            .last.text_content()
+        )
+        assert sms_axis == "3" and email_axis is not None and int(email_axis) > 40, (sms_axis, email_axis)
+
+
+async def _serious_violations(page: Page) -> list[str]:
+    results = await Axe().run(page)
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} — {[n['target'] for n in v['nodes']]}"
+        for v in results.response["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+@pytest.mark.parametrize("viewport", [PHONE_390, LAPTOP], ids=["390px", "1280px"])
+async def test_every_dashboard_page_passes_axe(
+    browser: Browser,
+    http: httpx.AsyncClient,
+    server: str,
+    tenant: Tenant,
+    settings: Settings,
+    queries: Queries,
+    viewport: ViewportSize,
+) -> None:
+    """axe-core (bundled with axe-playwright-python, no network): no serious or critical violation
+    on the sign-in form, its error, an empty dashboard, a full one, and one with the worker behind."""
+    found: dict[str, list[str]] = {}
+    async with open_page(browser, viewport=viewport) as page:
+        await page.goto(f"{server}/dashboard/login")
+        found["sign-in"] = await _serious_violations(page)
+        await page.get_by_label("API key").fill("sk_" + "x" * 43)
+        await page.get_by_role("button", name="Sign in").click()
+        await expect(page.get_by_role("alert")).to_be_visible()
+        found["sign-in error"] = await _serious_violations(page)
+        await page.get_by_label("API key").fill(tenant.keys["read"])
+        await page.get_by_role("button", name="Sign in").click()
+        await expect(page).to_have_url(f"{server}/dashboard")
+        found["empty dashboard"] = await _serious_violations(page)
+        await history(http, tenant, settings, queries)
+        await page.goto(f"{server}/dashboard?days=7")
+        found["dashboard"] = await _serious_violations(page)
+        pool = await create_pool(settings.require_database_url(), size=1)
+        try:
+            # the server runs no worker: the events' effects are pending; make them old
+            await pool.execute(
+                "UPDATE pending_effects SET created_at = now() - interval '5 minutes' WHERE tenant_id = $1",
+                tenant.id,
+            )
+        finally:
+            await pool.close()
+        await page.goto(f"{server}/dashboard")
+        await expect(page.get_by_text("The worker is behind")).to_be_visible()
+        found["dashboard, worker behind"] = await _serious_violations(page)
+    assert found == {name: [] for name in found}
+
+
 # -- over plain HTTP ----------------------------------------------------------------------------------
 
 
@@ -293,12 +425,14 @@ def test_csv_quotes_properly_and_never_starts_a_formula() -> None:
             unsubscribe_rate=0.5,
             complaint_rate=0.0,
             alert="ok",
+            alert_reasons=[],
         )
 
     names = ["=1+1", "+SUM(A1)", "-2", "@cmd", "\tx", "plain, with comma", 'say "hi"', "line\nbreak", "ok"]
     text = campaigns_csv([campaign(n) for n in names])
     rows = list(csv.reader(io.StringIO(text, newline="")))
     assert rows[0][:4] == ["campaign", "checked", "allowed", "denied"] and "denied_new_reason" in rows[0]
+    assert rows[0][-2:] == ["alert", "alert_reasons"]
     assert [r[0] for r in rows[1:]] == [
         "'=1+1", "'+SUM(A1)", "'-2", "'@cmd", "'\tx", "plain, with comma", 'say "hi"', "line\nbreak", "ok",
     ]  # fmt: skip

@@ -35,6 +35,7 @@ from suppress.effects import EffectBatch
 from suppress.health import (
     DAILY_METRICS,
     LATENCY_BOUNDS,
+    PENDING_COUNT_LIMIT,
     ComplaintThresholds,
     HealthReport,
     HealthService,
@@ -520,7 +521,8 @@ async def test_get_health_json_contract(
     body = response.json()
     assert set(body) == {
         "tenant", "generated_at", "snapshot_at", "days", "reachable", "suppressed", "daily", "campaigns",
-        "complaint_thresholds", "unsubscribe_latency_seconds", "expiring_relationships",
+        "complaint_thresholds", "unsubscribe_thresholds", "unsubscribe_latency_seconds",
+        "expiring_relationships", "freshness",
     }  # fmt: skip
     assert body["tenant"] == tenant.name and body["days"] == 7 and body["snapshot_at"] is not None
     assert len(body["daily"]) == 14 and body["daily"][-1]["day"] == datetime.now(UTC).date().isoformat()
@@ -536,7 +538,13 @@ async def test_get_health_json_contract(
         "unsubscribe_rate": 1.0,
         "complaint_rate": 1.0,
         "alert": "stop",
+        "alert_reasons": ["complaint_rate", "unsubscribe_rate"],
     }
+    assert body["unsubscribe_thresholds"] == {"warn": 0.005}
+    assert set(body["freshness"]) == {
+        "snapshot_age_seconds", "pending_effects", "pending_effects_capped", "oldest_pending_at",
+        "oldest_pending_seconds", "behind",
+    }  # fmt: skip
     email = body["reachable"]["email"]
     # b complained, w withdrew, a left `news` only: a is reachable without a topic, not on `news`
     assert (email["consent"], email["total"]) == (1, 1)
@@ -618,7 +626,7 @@ async def test_the_refresh_job_for_a_tenant_that_is_gone(ctx: dict[str, Any]) ->
 # index lookup must be on. Properties, not index names: PostgreSQL 15 and 18 pick different
 # (equally good) indexes for the same read.
 READS: dict[str, dict[str, tuple[str, ...]]] = {
-    "health_overview": {"health_snapshots": ("tenant_id",)},
+    "health_overview": {"health_snapshots": ("tenant_id",), "pending_effects": ("tenant_id",)},
     "health_daily_counts": {"health_daily": ("tenant_id",)},
     "health_latency_counts": {"health_latency": ("tenant_id",)},
     "health_campaign_rows": {"health_campaigns": ("tenant_id",)},
@@ -654,7 +662,7 @@ async def test_health_reads_are_index_lookups(
     Seq scans are priced out, as on a big table.
     """
     args: dict[str, tuple[Any, ...]] = {
-        "health_overview": (tenant.id,),
+        "health_overview": (tenant.id, PENDING_COUNT_LIMIT),
         "health_daily_counts": (tenant.id, date.today()),
         "health_latency_counts": (tenant.id, date.today()),
         "health_campaign_rows": (tenant.id, datetime.now(UTC), 100),

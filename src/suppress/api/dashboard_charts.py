@@ -55,6 +55,11 @@ def _nice_max(value: float) -> float:
     return 10 * exponent
 
 
+def _short(label: str) -> str:
+    """A row label that fits left of the bars (longer ones are cut; the title has the full name)."""
+    return label if len(label) <= 14 else label[:13] + "…"
+
+
 def _number(value: float) -> str:
     if value >= 1_000_000:
         return f"{value / 1_000_000:g}M"
@@ -64,16 +69,18 @@ def _number(value: float) -> str:
 
 
 def stacked_rows(
-    title: str, desc: str, series: Sequence[Series], rows: Sequence[tuple[str, dict[str, int]]]
+    title: str, desc: str, series: Sequence[Series], rows: Sequence[tuple[str, str, dict[str, int]]]
 ) -> str:
-    """Horizontal stacked bars, one row per label, scaled to the largest row total."""
-    label_w, row_h, top = 124, 26, 4
-    total_max = max((sum(v.get(s.key, 0) for s in series) for _, v in rows), default=0)
-    scale = (WIDTH - label_w - 8) / (total_max or 1)
+    """Horizontal stacked bars, one row per (label, full name, values), scaled to the largest row
+    total, which the axis below the rows names: each chart has its own scale."""
+    label_w, row_h, top, axis_h = 124, 26, 4, 22
+    total_max = max((sum(v.get(s.key, 0) for s in series) for _, _, v in rows), default=0)
+    plot_w = WIDTH - label_w - 8
+    scale = plot_w / (total_max or 1)
     parts: list[str] = []
-    for i, (label, values) in enumerate(rows):
+    for i, (label, name, values) in enumerate(rows):
         y = top + i * row_h
-        short = label if len(label) <= 16 else label[:15] + "…"
+        short = _short(label)
         parts.append(f'<text x="{label_w - 6}" y="{y + 17}" text-anchor="end" {FONT}>{escape(short)}</text>')
         x = float(label_w)
         for s in series:
@@ -83,10 +90,18 @@ def stacked_rows(
             w = max(value * scale, 1.0)
             parts.append(
                 f'<rect x="{x:.1f}" y="{y + 3}" width="{w:.1f}" height="{row_h - 6}" fill="{s.color}">'
-                f"<title>{escape(label)}: {escape(s.label)} {value:,}</title></rect>"
+                f"<title>{escape(name)}: {escape(s.label)} {value:,}</title></rect>"
             )
             x += w
-    return _svg(title, desc, top * 2 + max(len(rows), 1) * row_h, "".join(parts))
+    axis_y = top + max(len(rows), 1) * row_h + 2
+    end = label_w + plot_w
+    parts.append(
+        f'<line x1="{label_w}" y1="{axis_y}" x2="{end}" y2="{axis_y}" stroke="#6b7280"/>'
+        f'<line x1="{end}" y1="{axis_y}" x2="{end}" y2="{axis_y + 4}" stroke="#6b7280"/>'
+        f'<text x="{label_w}" y="{axis_y + 16}" {FONT}>0</text>'
+        f'<text x="{end}" y="{axis_y + 16}" text-anchor="end" {FONT}>{total_max:,}</text>'
+    )
+    return _svg(title, desc, axis_y + axis_h, "".join(parts))
 
 
 def stacked_columns(
@@ -139,7 +154,7 @@ def rate_bars(
     parts: list[str] = []
     for i, (label, rate, alert) in enumerate(rows):
         y = top + i * row_h
-        short = label if len(label) <= 16 else label[:15] + "…"
+        short = _short(label)
         parts.append(f'<text x="{label_w - 6}" y="{y + 17}" text-anchor="end" {FONT}>{escape(short)}</text>')
         shown = "none allowed" if rate is None else f"{rate * 100:.2f} %"
         clipped = rate is None or rate > peak

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from html import escape
 
@@ -17,7 +17,9 @@ from suppress.api.dashboard_charts import (
     stacked_rows,
 )
 from suppress.health import (
+    BEHIND_AFTER_SECONDS,
     DAILY_METRICS,
+    SNAPSHOT_STALE_SECONDS,
     SUPPRESSED_REASONS,
     CampaignHealth,
     ChannelReach,
@@ -97,8 +99,12 @@ summary{cursor:pointer;color:#1d4ed8;min-height:2rem}
 .alert-ok{background:#dcfce7;color:#14532d}
 .alert-warn{background:#fef3c7;color:#78350f}
 .alert-stop{background:#fde2e1;color:#7f1d1d}
-tr.alert-warn td{background:#fffbeb}
-tr.alert-stop td{background:#fef2f2}
+tr.alert-warn td,tr.alert-warn th{background:#fffbeb}
+tr.alert-stop td,tr.alert-stop th{background:#fef2f2}
+th.alert,td.alert{text-align:left;white-space:normal;min-width:6.5rem}
+.why{font-size:.85rem;color:#374151;white-space:nowrap}
+.behind{border-color:#b45309;background:#fffbeb;margin:.75rem 0}
+h3.chart-title{font-size:1rem;margin:.75rem 0 0}
 .note{color:#4b5563;font-size:.9rem}
 form.inline{display:inline}
 button,input{font:inherit}
@@ -138,31 +144,56 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds * 1000:g} ms"
 
 
-def _ago(then: datetime | None, now: datetime) -> str:
-    if then is None:
-        return "not yet taken (the worker takes one every minute)"
-    seconds = max((now - then).total_seconds(), 0)
-    age = f"{_duration(round(seconds))} ago" if seconds >= 1 else "just now"
-    return f"{then:%Y-%m-%d %H:%M:%S} UTC ({age})"
+def human_duration(seconds: float) -> str:
+    """A duration in the largest whole unit people use: "7 minutes", "1 hour", "2 days"."""
+    whole = int(max(seconds, 0))
+    for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute"), (1, "second")):
+        if whole >= size:
+            n = whole // size
+            return f"{n} {unit}" if n == 1 else f"{n} {unit}s"
+    return "0 seconds"
+
+
+def human_age(seconds: float) -> str:
+    """How long ago, for people: "just now", "3 minutes ago"."""
+    return "just now" if seconds < 5 else f"{human_duration(seconds)} ago"
+
+
+def _events(n: int) -> str:
+    return "1 event" if n == 1 else f"{_n(n)} events"
 
 
 def _table(
-    caption: str, head: Sequence[str], rows: Sequence[Sequence[str]], *, row_classes: Sequence[str] = ()
+    caption: str,
+    head: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    row_classes: Sequence[str] = (),
+    cell_classes: Mapping[int, str] | None = None,
 ) -> str:
     """A table of already escaped cells (the first column is the row header)."""
-    ths = "".join(f'<th scope="col">{h}</th>' for h in head)
+    classes = cell_classes or {}
+
+    def attrs(i: int) -> str:
+        return f' class="{classes[i]}"' if i in classes else ""
+
+    ths = "".join(f'<th scope="col"{attrs(i)}>{h}</th>' for i, h in enumerate(head))
     body = []
     for i, row in enumerate(rows):
         cls = f' class="{row_classes[i]}"' if i < len(row_classes) and row_classes[i] else ""
-        cells = f'<th scope="row">{row[0]}</th>' + "".join(f"<td>{c}</td>" for c in row[1:])
+        cells = f'<th scope="row">{row[0]}</th>' + "".join(
+            f"<td{attrs(j)}>{c}</td>" for j, c in enumerate(row[1:], start=1)
+        )
         body.append(f"<tr{cls}>{cells}</tr>")
     if not rows:
         body.append(f'<tr><td colspan="{len(head)}">Nothing yet.</td></tr>')
     # The caption sits outside the scrolling box, so it wraps on a phone instead of scrolling away.
+    # The box is a named, focusable region: keyboard users can scroll it too (WCAG 2.1.1).
     label = "t-" + "".join(ch if ch.isalnum() else "-" for ch in caption.lower())
     return (
         f'<p class="caption" id="{label}">{escape(caption)}</p>'
-        f'<div class="scroll"><table aria-labelledby="{label}"><thead><tr>{ths}</tr></thead>'
+        f'<div class="scroll" role="region" tabindex="0" aria-labelledby="{label}">'
+        f'<table aria-labelledby="{label}"><thead><tr>{ths}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table></div>"
     )
 
@@ -212,6 +243,53 @@ def dashboard_page(report: HealthReport, now: datetime, *, session: bool) -> str
     return _document(f"List health · {report.tenant}", "".join(body))
 
 
+def _freshness(report: HealthReport) -> str:
+    """How fresh the page is, and a warning when the worker is behind (its figures named)."""
+    f = report.freshness
+    if report.snapshot_at is None or f.snapshot_age_seconds is None:
+        snapshot = "Audience snapshot not taken yet (the worker takes one every minute)."
+    else:
+        snapshot = (
+            f"Audience snapshot updated {human_age(f.snapshot_age_seconds)} "
+            f'(<time datetime="{report.snapshot_at.isoformat()}">'
+            f"{report.snapshot_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC</time>)."
+        )
+    waiting = (
+        f"{_n(f.pending_effects)} or more events are"
+        if f.pending_effects_capped
+        else ("1 event is" if f.pending_effects == 1 else f"{_n(f.pending_effects)} events are")
+    )
+    if f.pending_effects == 0:
+        counters = "Counters are up to date: no events are waiting."
+    elif not f.behind or f.oldest_pending_seconds is None:
+        counters = f"{waiting} being counted."
+    else:
+        counters = ""
+    note = f'<p class="note">{snapshot} {escape(counters)}</p>'
+    if not f.behind:
+        return note
+    details: list[str] = []
+    if f.oldest_pending_seconds is not None and f.oldest_pending_seconds >= BEHIND_AFTER_SECONDS:
+        details.append(
+            f"<p>{waiting} waiting to be counted, the oldest for "
+            f"{human_duration(f.oldest_pending_seconds)}. Until the worker catches up, the daily "
+            "counts, the campaigns' unsubscribes, complaints, rates and alerts, and the unsubscribe "
+            "latency leave them out.</p>"
+        )
+    elif f.pending_effects:
+        details.append(f"<p>{waiting} waiting to be counted.</p>")
+    if f.snapshot_age_seconds is not None and f.snapshot_age_seconds >= SNAPSHOT_STALE_SECONDS:
+        details.append(
+            f"<p>The audience snapshot is {human_duration(f.snapshot_age_seconds)} old; the worker "
+            "refreshes it every minute.</p>"
+        )
+    return (
+        f"{note}"
+        '<section class="behind" aria-labelledby="behind"><h2 id="behind">The worker is behind</h2>'
+        f"{''.join(details)}</section>"
+    )
+
+
 def _header(report: HealthReport, now: datetime, *, session: bool) -> str:
     periods = "".join(
         f'<span aria-current="page">{d} days</span>'
@@ -229,8 +307,7 @@ def _header(report: HealthReport, now: datetime, *, session: bool) -> str:
     )
     return (
         f"<header><h1>List health · {escape(report.tenant)}</h1>{logout}</header>"
-        f'<p class="note">Counters follow events within seconds. Audience snapshot: '
-        f"{escape(_ago(report.snapshot_at, now))}.</p>"
+        f"{_freshness(report)}"
         f'<nav aria-label="Period">{periods}</nav>'
     )
 
@@ -256,7 +333,7 @@ def _best_reach(channel: ChannelReach) -> int:
 
 
 def _audience(report: HealthReport) -> str:
-    rows: list[tuple[str, dict[str, int]]] = []
+    charts: list[str] = []
     table: list[list[str]] = []
     for channel in CHANNELS:
         reach: ChannelReach = getattr(report.reachable, channel)
@@ -270,19 +347,16 @@ def _audience(report: HealthReport) -> str:
             entries.append(
                 (t.topic, t.consent, t.customer_relationship, known - suppressed - t.total, suppressed)
             )
+        rows: list[tuple[str, str, dict[str, int]]] = []
         for topic, consent, relationship, no_basis, blocked in entries:
             label = f"{name} · {topic}"
-            rows.append(
-                (
-                    label,
-                    {
-                        "consent": consent,
-                        "customer_relationship": relationship,
-                        "no_basis": max(no_basis, 0),
-                        "suppressed": blocked,
-                    },
-                )
-            )
+            values = {
+                "consent": consent,
+                "customer_relationship": relationship,
+                "no_basis": max(no_basis, 0),
+                "suppressed": blocked,
+            }
+            rows.append((topic, label, values))
             table.append(
                 [
                     escape(label),
@@ -292,17 +366,26 @@ def _audience(report: HealthReport) -> str:
                     _n(max(no_basis, 0)),
                 ]
             )
-    chart = stacked_rows(
-        "Reachable audience by basis",
-        "For each channel and topic, known recipients a marketing message may reach by consent or by "
-        "customer relationship, and those it may not (no basis, suppressed).",
-        BASIS_SERIES,
-        rows[:24],
-    )
+        largest = max(sum(v.values()) for _, _, v in rows)
+        # One chart per channel, each on its own scale: a small SMS list drawn on the email scale
+        # would be a sliver.
+        charts.append(
+            f'<h3 class="chart-title">{name}</h3>'
+            + stacked_rows(
+                f"Reachable {'SMS' if channel == 'sms' else channel} audience by basis",
+                f"{name}: for a message without a topic and on each topic, known recipients a marketing "
+                f"message may reach by consent or by customer relationship, and those it may not (no "
+                f"basis, suppressed). The scale runs from 0 to {largest:,} recipients.",
+                BASIS_SERIES,
+                rows[:24],
+            )
+        )
+    drawn = "".join(charts) if charts else '<p class="note">No recipients known yet.</p>'
     return (
         "<section><h2>Reachable audience by basis</h2>"
-        '<p class="note">What a pre-send check (own offer) would answer now for every known recipient.</p>'
-        f"{legend(BASIS_SERIES)}{chart}"
+        '<p class="note">What a pre-send check (own offer) would answer now for every known recipient. '
+        "Each channel has its own scale.</p>"
+        f"{legend(BASIS_SERIES)}{drawn}"
         + _details(
             "Audience as a table",
             _table(
@@ -361,11 +444,23 @@ def _suppressions(report: HealthReport) -> str:
     )
 
 
+REASON_WORDS = {"complaint_rate": "complaints", "unsubscribe_rate": "unsubscribes"}
+
+
+def _alert_cell(campaign: CampaignHealth) -> str:
+    why = ", ".join(REASON_WORDS[r] for r in campaign.alert_reasons)
+    badge = f'<span class="badge alert-{campaign.alert}">{campaign.alert}</span>'
+    return f'{badge} <span class="why">({why})</span>' if why else badge
+
+
 def _campaigns(report: HealthReport) -> str:
     t = report.complaint_thresholds
+    u = report.unsubscribe_thresholds
+    # The alert comes right after the name: on a phone the rest of the table scrolls, it stays in view.
     rows = [
         [
             escape(c.campaign),
+            _alert_cell(c),
             _n(c.checked),
             _n(c.allowed),
             _n(sum(c.denied.values())),
@@ -373,7 +468,6 @@ def _campaigns(report: HealthReport) -> str:
             _pct(c.unsubscribe_rate),
             _n(c.complained),
             _pct(c.complaint_rate),
-            f'<span class="badge alert-{c.alert}">{c.alert}</span>',
         ]
         for c in report.campaigns
     ]
@@ -382,7 +476,7 @@ def _campaigns(report: HealthReport) -> str:
             "Complaint rate by campaign",
             f"Complaint rate of each campaign (complaints per recipient allowed) against the warn line at "
             f"{t.warn * 100:g} % and the stop line at {t.stop * 100:g} %.",
-            [(c.campaign, c.complaint_rate, c.alert) for c in report.campaigns[:15]],
+            [(c.campaign, c.complaint_rate, campaign_alert_level(c)) for c in report.campaigns[:15]],
             t.warn,
             t.stop,
         )
@@ -392,13 +486,15 @@ def _campaigns(report: HealthReport) -> str:
     return (
         '<section class="wide"><h2>Campaigns</h2>'
         f'<p class="note">Rates are fractions of the recipients allowed. Complaints: warn from '
-        f"{t.warn * 100:g} %, stop from {t.stop * 100:g} % (mailbox providers' lines). "
+        f"{t.warn * 100:g} %, stop from {t.stop * 100:g} % (mailbox providers' lines). Unsubscribes: "
+        f"warn from {u.warn * 100:g} %. "
         f'<a href="/dashboard/campaigns.csv?days={report.days}" download>Download CSV</a></p>'
         f"{chart}"
         + _table(
             f"Campaigns active in the last {report.days} days, most recent first",
             [
                 "Campaign",
+                "Alert",
                 "Checked",
                 "Allowed",
                 "Denied",
@@ -406,13 +502,18 @@ def _campaigns(report: HealthReport) -> str:
                 "Unsub. rate",
                 "Complaints",
                 "Complaint rate",
-                "Alert",
             ],
             rows,
             row_classes=[f"alert-{c.alert}" if c.alert != "ok" else "" for c in report.campaigns],
+            cell_classes={1: "alert"},
         )
         + "</section>"
     )
+
+
+def campaign_alert_level(campaign: CampaignHealth) -> str:
+    """The complaint chart colours a bar by the complaint alert alone (its lines are drawn there)."""
+    return campaign.alert if "complaint_rate" in campaign.alert_reasons else "ok"
 
 
 def _latency(report: HealthReport) -> str:
@@ -502,13 +603,14 @@ def campaigns_csv(campaigns: Sequence[CampaignHealth]) -> str:
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(
         ["campaign", "checked", "allowed", "denied", *(f"denied_{r}" for r in reasons),
-         "unsubscribed", "unsubscribe_rate", "complained", "complaint_rate", "alert"]
+         "unsubscribed", "unsubscribe_rate", "complained", "complaint_rate", "alert", "alert_reasons"]
     )  # fmt: skip
     for c in campaigns:
         writer.writerow(
             [inert_cell(c.campaign), c.checked, c.allowed, sum(c.denied.values()),
              *(c.denied.get(r, 0) for r in reasons), c.unsubscribed,
              "" if c.unsubscribe_rate is None else repr(c.unsubscribe_rate), c.complained,
-             "" if c.complaint_rate is None else repr(c.complaint_rate), c.alert]
+             "" if c.complaint_rate is None else repr(c.complaint_rate), c.alert,
+             " ".join(c.alert_reasons)]
         )  # fmt: skip
     return out.getvalue()

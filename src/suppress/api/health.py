@@ -30,14 +30,19 @@ def health_service(request: Request[Any, Any, Any]) -> HealthService:
     "/v1/health",
     summary="List health: reachable audience, suppressions, daily counts, campaigns, unsubscribe latency",
     description=(
-        "Read from rollups the workers keep (the state snapshot is at most about a minute old, "
-        "`snapshot_at` says when it was taken; counters follow events within seconds). `reachable`: "
+        "Read from rollups the workers keep: the state snapshot is refreshed every minute "
+        "(`snapshot_at` says when it was taken), the counters follow events once the worker has "
+        "counted them. `freshness` says how current it all is: the snapshot's age, the events still "
+        "waiting to be counted (`pending_effects`, the oldest's age) and `behind` when the worker lags "
+        "(an event waiting a minute or more, or a snapshot five minutes old). `reachable`: "
         "recipients a marketing message (own offer) may go to now, by basis, per channel, without a "
         "topic and per topic. `suppressed`: known recipients no marketing may reach, by the strongest "
         "reason. `daily`: what happened per UTC day and channel over the last `days` days. "
         "`campaigns`: the campaigns active in that window, most recent first, with unsubscribe and "
-        "complaint rates as fractions of the recipients allowed and `alert` = `ok`, `warn` (complaint "
-        "rate ≥ the tenant's alert line, default 0.1 %) or `stop` (≥ the stop line, default 0.3 %). "
+        "complaint rates as fractions of the recipients allowed; `alert` = `stop` (complaint rate ≥ "
+        "the tenant's stop line, default 0.3 %), `warn` (complaint rate ≥ the alert line, default "
+        "0.1 %, or unsubscribe rate ≥ `unsubscribe_alert_rate`, default 0.5 %) or `ok`, and "
+        "`alert_reasons` names the rates behind it. "
         "`unsubscribe_latency_seconds`: request to applied, against the 48-hour rule. "
         "`expiring_relationships`: customer relationships lapsing in the next 30 days. Needs `read`."
     ),
