@@ -7,24 +7,37 @@ from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Request, Response, post, route
+from litestar.datastructures import FormMultiDict
 from litestar.di import NamedDependency
 from litestar.enums import HttpMethod, MediaType
 from litestar.params import FromPath
 
 from suppress.api.pages import (
     SECURITY_HEADERS,
-    Language,
+    Message,
+    channel_word,
     confirmation_page,
     message_page,
     pick_language,
-    unsubscribe_page,
+    recipient_page,
 )
 from suppress.errors import SuppressError
 from suppress.policy import ALL_TOPICS
+from suppress.preferences import Language, PageState
 from suppress.tokens import TokenClaims
-from suppress.unsubscribe import BadToken, Evidence, Outcome, Unsubscriber
+from suppress.unsubscribe import (
+    BadToken,
+    ChoiceRefused,
+    Evidence,
+    NoticeChanged,
+    Outcome,
+    Unsubscriber,
+)
 
 ONE_CLICK_FIELD, ONE_CLICK_VALUE = "List-Unsubscribe", "One-Click"
+# Every field the page's forms send (`scope` came with an older undo form; it is ignored). Anything
+# else — a channel, an offer, partners — is not a choice this page offers: refused, nothing changed.
+FORM_FIELDS = frozenset({ONE_CLICK_FIELD, "action", "lang", "topic", "event", "notice_version", "scope"})
 
 
 def _html(content: str, status: int = 200) -> Response[str]:
@@ -41,19 +54,20 @@ def _evidence(request: Request[Any, Any, Any]) -> Evidence:
     "/u/{token:str}",
     http_method=[HttpMethod.GET, HttpMethod.HEAD],
     summary="Unsubscribe and preference page (HTML); never changes anything",
+    description="`?lang=nb|en` chooses the language; otherwise `Accept-Language` does.",
     tags=["unsubscribe"],
     security=[],
 )
 async def show_page(
     request: Request[Any, Any, Any], unsubscriber: NamedDependency[Unsubscriber], token: FromPath[str]
 ) -> Response[str]:
-    lang = pick_language(request.headers.get("accept-language"))
+    lang = pick_language(request.headers.get("accept-language"), request.query_params.get("lang"))
     try:
         claims = unsubscriber.verify(token)
     except BadToken:
         return _html(message_page(lang, "bad_title", "bad"), 400)
     state = await unsubscriber.page_state(claims, datetime.now(UTC))
-    return _html(unsubscribe_page(lang, claims.channel, state))
+    return _html(recipient_page(lang, state))
 
 
 @post(
@@ -64,8 +78,12 @@ async def show_page(
         "With the body `List-Unsubscribe=One-Click` (form-urlencoded or multipart) the recipient is "
         "unsubscribed from the token's topic, or from all marketing on the channel when the token has "
         "none: no cookie, no auth, no redirect; the suppression is durable and effective before the 200. "
-        "The page's forms post `action` = `topic` | `all` | `undo` (+ `scope`) | `preferences` (+ `topic` "
-        "for each topic to keep). Repeats are no-ops."
+        "The page's forms post `action` = `topic` | `all` | `undo` (+ `event`, the unsubscribe made "
+        "through this link to reverse: exactly the state it replaced comes back, no consent is given) | "
+        "`preferences` (+ `topic` for each topic to receive: an allowed topic left out is an opt-out; a "
+        "topic ticked that has no basis is a consent only where the tenant's consent notice was shown, "
+        "with `notice_version`). Any other field, or a topic the page did not offer, is a 400 and "
+        "changes nothing; a notice that changed since the page was shown is a 409. Repeats are no-ops."
     ),
     tags=["unsubscribe"],
     security=[],
@@ -74,8 +92,8 @@ async def submit(
     request: Request[Any, Any, Any], unsubscriber: NamedDependency[Unsubscriber], token: FromPath[str]
 ) -> Response[str]:
     form = await request.form()
-    lang: Language = (
-        "nb" if form.get("lang") == "nb" else pick_language(request.headers.get("accept-language"))
+    lang = pick_language(
+        request.headers.get("accept-language"), form.get("lang") or request.query_params.get("lang")
     )
     try:
         claims = unsubscriber.verify(token)
@@ -88,58 +106,99 @@ async def submit(
             outcome = await unsubscriber.unsubscribe(
                 claims, topic_id=claims.topic_id or ALL_TOPICS, source="one_click", evidence=evidence, now=now
             )
-            return _html(
-                await _outcome_page(unsubscriber, lang, outcome, claims, all_topics=claims.topic_id is None)
-            )
-        action = form.get("action")
-        if action in ("topic", "all"):
-            topic_id = ALL_TOPICS if action == "all" else claims.topic_id or ALL_TOPICS
-            outcome = await unsubscriber.unsubscribe(
-                claims, topic_id=topic_id, source="page", evidence=evidence, now=now
-            )
-            return _html(
-                await _outcome_page(unsubscriber, lang, outcome, claims, all_topics=topic_id == ALL_TOPICS)
-            )
-        if action == "undo":
-            topic_id = (claims.topic_id or ALL_TOPICS) if form.get("scope") == "topic" else ALL_TOPICS
-            await unsubscriber.resubscribe(
-                claims, topic_id=topic_id, source="unsubscribe_undo", evidence=evidence, now=now
-            )
-            return _html(confirmation_page(lang, "resubscribed"))
-        if action == "preferences":
-            await _save_preferences(unsubscriber, claims, set(form.getall("topic", [])), evidence, now)
-            return _html(confirmation_page(lang, "done_saved"))
+            # mail clients show no answer: a short one, without reading the recipient's state again
+            key = {"applied": "done", "already": "already", "spooled": "spooled"}[outcome.status]
+            return _html(confirmation_page(lang, Message(key)))
+        if set(form.keys()) - FORM_FIELDS:
+            raise ChoiceRefused()
+        message = await _act(unsubscriber, claims, form, lang, evidence, now)
     except SuppressError as exc:
-        return _html(message_page(lang, "bad_title" if exc.status < 500 else "title", "error"), exc.status)
-    return _html(message_page(lang, "title", "error"), 400)
+        if exc.status >= 500:
+            return _html(message_page(lang, "title", "error"), exc.status)
+        key = "notice_changed" if isinstance(exc, NoticeChanged) else "refused"
+        state = await unsubscriber.page_state(claims, now)
+        return _html(recipient_page(lang, state, Message(key, problem=True)), exc.status)
+    if message is None:
+        return _html(message_page(lang, "title", "error"), 400)
+    return _html(recipient_page(lang, await unsubscriber.page_state(claims, datetime.now(UTC)), message))
 
 
-async def _outcome_page(
-    service: Unsubscriber, lang: Language, outcome: Outcome, claims: TokenClaims, *, all_topics: bool
-) -> str:
+async def _act(
+    service: Unsubscriber,
+    claims: TokenClaims,
+    form: FormMultiDict,
+    lang: Language,
+    evidence: Evidence,
+    now: datetime,
+) -> Message | None:
+    """Carry out one of the page's forms; returns what to tell the person (None: no such form)."""
+    action = form.get("action")
+    if action in ("topic", "all"):
+        topic_id = ALL_TOPICS if action == "all" else claims.topic_id or ALL_TOPICS
+        outcome = await service.unsubscribe(
+            claims, topic_id=topic_id, source="page", evidence=evidence, now=now
+        )
+        state = await service.page_state(claims, now) if outcome.status != "spooled" else None
+        return _unsubscribed(lang, claims, outcome, topic_id, state)
+    if action == "undo":
+        raw = form.get("event")
+        if raw is not None and not str(raw).isdigit():
+            raise ChoiceRefused()
+        if raw is None:  # a form without the unsubscribe it reverses has nothing to reverse
+            return Message("nothing_to_undo")
+        result = await service.undo(claims, event_id=int(raw), evidence=evidence, now=now)
+        return Message("undone" if result.status == "undone" else "nothing_to_undo")
+    if action == "preferences":
+        await _save_preferences(service, claims, form, lang, evidence, now)
+        return Message("saved")
+    return None
+
+
+def _unsubscribed(
+    lang: Language, claims: TokenClaims, outcome: Outcome, topic_id: int, state: PageState | None
+) -> Message:
     if outcome.status == "spooled":
-        return confirmation_page(lang, "spooled")
-    scope = "all" if all_topics else "topic"
-    if outcome.status == "already":
-        return confirmation_page(lang, "already", undo_scope=scope)
-    topic = None if all_topics else await service.topic_name(claims)
-    if topic:
-        return confirmation_page(lang, "done_topic", topic=topic, undo_scope=scope)
-    return confirmation_page(lang, "done", undo_scope=scope)
+        return Message("spooled")
+    channel = channel_word(lang, claims.channel)
+    topic = state.topic(topic_id) if state is not None and topic_id != ALL_TOPICS else None
+    prefix = "already" if outcome.status == "already" else "done"
+    if topic is not None:
+        return Message(f"{prefix}_topic", topic=topic.label(lang))
+    return Message(f"{prefix}_all", channel=channel, sender=(state.sender if state else None) or "")
 
 
 async def _save_preferences(
-    service: Unsubscriber, claims: TokenClaims, keep: set[str], evidence: Evidence, now: datetime
+    service: Unsubscriber,
+    claims: TokenClaims,
+    form: FormMultiDict,
+    lang: Language,
+    evidence: Evidence,
+    now: datetime,
 ) -> None:
-    """Unsubscribe from each topic left unticked; a ticked topic that was unsubscribed is a re-opt-in."""
+    """The ticked topics are what the person wants to receive. An allowed topic left unticked is an
+    opt-out; a ticked topic without a basis is a consent, only where the page offered it (the tenant's
+    notice shown, in this language, with this version). Checked in full before anything is written."""
     state = await service.page_state(claims, now)
-    for topic in state.topics:
-        if topic.name in keep and topic.unsubscribed and not state.unsubscribed_all:
-            await service.resubscribe(
-                claims, topic_id=topic.id, source="preference_page", evidence=evidence, now=now
-            )
-        elif topic.name not in keep and not topic.unsubscribed:
-            await service.unsubscribe(claims, topic_id=topic.id, source="page", evidence=evidence, now=now)
+    if not state.available:
+        raise ChoiceRefused()
+    wanted = {str(v) for v in form.getall("topic", [])}
+    by_name = {topic.name: topic for topic in state.topics}
+    if wanted - by_name.keys():
+        raise ChoiceRefused()
+    opt_outs = [t.id for t in state.topics if t.allowed and t.name not in wanted]
+    opt_ins = [t for t in state.topics if not t.allowed and t.name in wanted]
+    if any(not t.can_opt_in for t in opt_ins):
+        raise ChoiceRefused()
+    notice = getattr(state.notice, lang) if state.notice is not None else None
+    if opt_ins and (notice is None or form.get("notice_version") != notice.version):
+        raise NoticeChanged()
+    for topic_id in opt_outs:
+        await service.unsubscribe(claims, topic_id=topic_id, source="page", evidence=evidence, now=now)
+    if opt_ins:
+        assert notice is not None
+        await service.opt_in(
+            claims, topic_ids=[t.id for t in opt_ins], notice=notice, lang=lang, evidence=evidence, now=now
+        )
 
 
 routes = [show_page, submit]
