@@ -228,7 +228,11 @@ def recipient_page(lang: Language, state: PageState, message: Message | None = N
     if not state.available:
         return _document(lang, t["title"], "".join(parts), switch=True)
     form = f'<form method="post">{_hidden("lang", lang)}'
-    if state.blocked == "unsubscribed":
+    # the state line would repeat a message that just said the same
+    said = message is not None and message.key.startswith(("done_", "already_"))
+    if said and state.blocked == "unsubscribed":
+        pass
+    elif state.blocked == "unsubscribed":
         text = t["unsubscribed_all"].format(channel=escape(channel), sender=escape(sender))
         parts.append(f"<p><strong>{text}</strong></p>")
     elif state.blocked:
@@ -238,8 +242,9 @@ def recipient_page(lang: Language, state: PageState, message: Message | None = N
         return _document(lang, t["title"], "".join(parts), switch=True)
     token_topic = state.token_topic
     if token_topic is not None and token_topic.reason == "unsubscribed":
-        text = t["unsubscribed_topic"].format(topic=escape(token_topic.label(lang)))
-        parts.append(f"<p><strong>{text}</strong></p>")
+        if not said:
+            text = t["unsubscribed_topic"].format(topic=escape(token_topic.label(lang)))
+            parts.append(f"<p><strong>{text}</strong></p>")
     elif token_topic is not None and token_topic.allowed:
         parts.append(
             f'{form}{_hidden("action", "topic")}<button class="primary" type="submit">'
