@@ -17,6 +17,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from workers.unsubscribe import apply_spooled_unsubscribe
 
+from suppress.api.pages import recipient_page
 from suppress.config import Settings
 from suppress.db import create_pool
 from suppress.devstack.embedded import free_port
@@ -268,6 +269,21 @@ async def test_neither_database_nor_redis_means_503_not_a_lost_2xx(
             )
     finally:
         await dead_queue.aclose()
+
+
+async def test_page_without_the_database_still_offers_the_unsubscribe(
+    client: Client, tenant: Tenant, app: Litestar, settings: Settings, queries: Queries
+) -> None:
+    await consent(client, tenant, "dark@example.no")
+    claims = _claims(tenant, app, await link(client, tenant, "dark@example.no"))
+    dead_pool = await create_pool(settings.require_database_url(), size=1)
+    await dead_pool.close()
+    state = await Unsubscriber(dead_pool, queries, app.state.keyring, None).page_state(
+        claims, datetime.now(UTC)
+    )
+    assert not state.available
+    page = recipient_page("en", state)
+    assert 'value="all"' in page and "Unsubscribe me from all marketing by email" in page
 
 
 def test_mask_address() -> None:

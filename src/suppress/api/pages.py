@@ -225,9 +225,13 @@ def recipient_page(lang: Language, state: PageState, message: Message | None = N
     parts = [f"<h1>{escape(t['title'])}</h1>", f"<p>{intro}</p>"]
     if message is not None:
         parts.append(message.render(lang))
-    if not state.available:
-        return _document(lang, t["title"], "".join(parts), switch=True)
     form = f'<form method="post">{_hidden("lang", lang)}'
+    if not state.available:  # the database cannot be read: an unsubscribe still works (spooled)
+        parts.append(
+            f'{form}{_hidden("action", "all")}<button class="primary" type="submit">'
+            f"{escape(t['all'].format(channel=channel))}</button></form>"
+        )
+        return _document(lang, t["title"], "".join(parts), switch=True)
     # the state line would repeat a message that just said the same
     said = message is not None and message.key.startswith(("done_", "already_"))
     if said and state.blocked == "unsubscribed":
