@@ -30,13 +30,13 @@ from suppress.unsubscribe import (
     ChoiceRefused,
     Evidence,
     NoticeChanged,
-    Outcome,
     Unsubscriber,
 )
 
 ONE_CLICK_FIELD, ONE_CLICK_VALUE = "List-Unsubscribe", "One-Click"
 # Every field the page's forms send (`scope` came with an older undo form; it is ignored). Anything
 # else — a channel, an offer, partners — is not a choice this page offers: refused, nothing changed.
+OUTCOME_KEYS = {"applied": "done", "already": "already", "spooled": "spooled"}
 FORM_FIELDS = frozenset({ONE_CLICK_FIELD, "action", "lang", "topic", "event", "notice_version", "scope"})
 
 
@@ -107,20 +107,37 @@ async def submit(
                 claims, topic_id=claims.topic_id or ALL_TOPICS, source="one_click", evidence=evidence, now=now
             )
             # mail clients show no answer: a short one, without reading the recipient's state again
-            key = {"applied": "done", "already": "already", "spooled": "spooled"}[outcome.status]
-            return _html(confirmation_page(lang, Message(key)))
+            return _html(confirmation_page(lang, Message(OUTCOME_KEYS[outcome.status])))
         if set(form.keys()) - FORM_FIELDS:
             raise ChoiceRefused()
-        message = await _act(unsubscriber, claims, form, lang, evidence, now)
+        done = await _act(unsubscriber, claims, form, lang, evidence, now)
     except SuppressError as exc:
         if exc.status >= 500:
             return _html(message_page(lang, "title", "error"), exc.status)
         key = "notice_changed" if isinstance(exc, NoticeChanged) else "refused"
         state = await unsubscriber.page_state(claims, now)
         return _html(recipient_page(lang, state, Message(key, problem=True)), exc.status)
-    if message is None:
+    if done is None:
         return _html(message_page(lang, "title", "error"), 400)
-    return _html(recipient_page(lang, await unsubscriber.page_state(claims, datetime.now(UTC)), message))
+    # the page after an action: what it did, then the state it left and the ways to change it
+    state = await unsubscriber.page_state(claims, datetime.now(UTC))
+    return _html(recipient_page(lang, state, done.message(lang, state)))
+
+
+class Done:
+    """What an action did, for the status line: a key of the page's texts and the topic it concerns."""
+
+    def __init__(self, key: str, topic_id: int = ALL_TOPICS) -> None:
+        self.key, self.topic_id = key, topic_id
+
+    def message(self, lang: Language, state: PageState) -> Message:
+        if self.key not in ("done", "already"):
+            return Message(self.key)
+        topic = state.topic(self.topic_id) if self.topic_id != ALL_TOPICS else None
+        if topic is not None:
+            return Message(f"{self.key}_topic", topic=topic.label(lang))
+        channel = channel_word(lang, state.channel)
+        return Message(f"{self.key}_all", channel=channel, sender=state.sender or "")
 
 
 async def _act(
@@ -130,41 +147,27 @@ async def _act(
     lang: Language,
     evidence: Evidence,
     now: datetime,
-) -> Message | None:
-    """Carry out one of the page's forms; returns what to tell the person (None: no such form)."""
+) -> Done | None:
+    """Carry out one of the page's forms; says what it did (None: no such form)."""
     action = form.get("action")
     if action in ("topic", "all"):
         topic_id = ALL_TOPICS if action == "all" else claims.topic_id or ALL_TOPICS
         outcome = await service.unsubscribe(
             claims, topic_id=topic_id, source="page", evidence=evidence, now=now
         )
-        state = await service.page_state(claims, now) if outcome.status != "spooled" else None
-        return _unsubscribed(lang, claims, outcome, topic_id, state)
+        return Done(OUTCOME_KEYS[outcome.status], topic_id)
     if action == "undo":
         raw = form.get("event")
         if raw is not None and not str(raw).isdigit():
             raise ChoiceRefused()
         if raw is None:  # a form without the unsubscribe it reverses has nothing to reverse
-            return Message("nothing_to_undo")
+            return Done("nothing_to_undo")
         result = await service.undo(claims, event_id=int(raw), evidence=evidence, now=now)
-        return Message("undone" if result.status == "undone" else "nothing_to_undo")
+        return Done("undone" if result.status == "undone" else "nothing_to_undo")
     if action == "preferences":
         await _save_preferences(service, claims, form, lang, evidence, now)
-        return Message("saved")
+        return Done("saved")
     return None
-
-
-def _unsubscribed(
-    lang: Language, claims: TokenClaims, outcome: Outcome, topic_id: int, state: PageState | None
-) -> Message:
-    if outcome.status == "spooled":
-        return Message("spooled")
-    channel = channel_word(lang, claims.channel)
-    topic = state.topic(topic_id) if state is not None and topic_id != ALL_TOPICS else None
-    prefix = "already" if outcome.status == "already" else "done"
-    if topic is not None:
-        return Message(f"{prefix}_topic", topic=topic.label(lang))
-    return Message(f"{prefix}_all", channel=channel, sender=(state.sender if state else None) or "")
 
 
 async def _save_preferences(
