@@ -109,9 +109,12 @@ async def test_undo_restores_the_ended_consents_exactly_and_gives_none(
     await topic(client, tenant, "news", False)
     await topic(client, tenant, "offers", False)
     evidence = {"form": "signup-2026", "ip": "192.0.2.4"}
+    validity = await client.patch("/v1/settings", json={"consent_validity_days": 400}, headers=tenant.auth())
+    assert validity.status_code == 200
     await consent(client, tenant, "kept@example.no", topic="news", notice_version="v7", evidence=evidence)
-    await consent(client, tenant, "kept@example.no", topic="offers", notice_version="v7")
+    await consent(client, tenant, "kept@example.no", topic="offers", notice_version="v7", partners=True)
     before = await consent_rows(db, tenant)
+    assert all(row["expires_at"] is not None for row in before) and before[1]["partners"] is True
     path = await link(client, tenant, "kept@example.no", topic="news")
     done = await client.post(path, data={"action": "all"}, headers=EN)
     assert await consent_rows(db, tenant) == []
@@ -129,6 +132,21 @@ async def test_undo_restores_the_ended_consents_exactly_and_gives_none(
     data = _json(lifted["data"])
     assert lifted["source"] == "unsubscribe_undo" and lifted["actor"] == "recipient"
     assert data["cause"] == "undo" and data["undoes"] == int(event) and len(data["consents_restored"]) == 2
+
+
+async def test_undo_keeps_a_consent_given_since(
+    db: asyncpg.Connection, client: Client, tenant: Tenant
+) -> None:
+    await topic(client, tenant, "news", False)
+    await consent(client, tenant, "since@example.no", topic="news", notice_version="old")
+    path = await link(client, tenant, "since@example.no", topic="news")
+    await client.post(path, data={"action": "all"})
+    await consent(client, tenant, "since@example.no", topic="news", notice_version="new")
+    assert await decision(client, tenant, "since@example.no", topic="news") == (False, None, "unsubscribed")
+    await client.post(path, data={"action": "undo", "event": str(await last_unsubscribe(db, tenant))})
+    [row] = await consent_rows(db, tenant)
+    assert row["notice_version"] == "new"
+    assert await decision(client, tenant, "since@example.no", topic="news") == (True, "consent", None)
 
 
 async def test_undo_of_a_topic_unsubscribe_keeps_an_earlier_topic_unsubscribe(
