@@ -108,7 +108,8 @@ class NoticeChanged(Conflict):
 
 def link_id(claims: TokenClaims) -> str:
     """A stable name for the link a token is (same claims, same link), kept on the unsubscribes made
-    through it so that only that link can undo them; reveals nothing of the claims."""
+    through it so that only that link can undo them. Knowing it is no use without the token itself,
+    which only the keyring can make."""
     parts = (
         claims.tenant_id,
         claims.channel,
