@@ -120,7 +120,10 @@ async def submit(
     if done is None:
         return _html(message_page(lang, "title", "error"), 400)
     # the page after an action: what it did, then the state it left and the ways to change it
-    state = await unsubscriber.page_state(claims, datetime.now(UTC))
+    if done.key == "spooled":  # the database is not answering: do not wait for it a second time
+        state = PageState(available=False, channel=claims.channel)
+    else:
+        state = await unsubscriber.page_state(claims, datetime.now(UTC))
     return _html(recipient_page(lang, state, done.message(lang, state)))
 
 
