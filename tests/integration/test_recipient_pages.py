@@ -453,3 +453,5 @@ async def test_openapi_describes_topic_texts_and_the_notice(client: Client) -> N
     assert {"label", "description"} <= set(components["TopicText"]["properties"])
     assert {"nb", "en"} <= set(components["ConsentNotice"]["properties"])
     assert "display_name" in components["TenantSettings"]["properties"]
+    page = schema["paths"]["/u/{token}"]["get"]
+    assert any(p["name"] == "lang" and p["in"] == "query" for p in page["parameters"])

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Request, Response, post, route
 from litestar.datastructures import FormMultiDict
 from litestar.di import NamedDependency
 from litestar.enums import HttpMethod, MediaType
-from litestar.params import FromPath
+from litestar.params import FromPath, QueryParameter
 
 from suppress.api.pages import (
     SECURITY_HEADERS,
@@ -54,20 +54,24 @@ def _evidence(request: Request[Any, Any, Any]) -> Evidence:
     "/u/{token:str}",
     http_method=[HttpMethod.GET, HttpMethod.HEAD],
     summary="Unsubscribe and preference page (HTML); never changes anything",
-    description="`?lang=nb|en` chooses the language; otherwise `Accept-Language` does.",
     tags=["unsubscribe"],
     security=[],
 )
 async def show_page(
-    request: Request[Any, Any, Any], unsubscriber: NamedDependency[Unsubscriber], token: FromPath[str]
+    request: Request[Any, Any, Any],
+    unsubscriber: NamedDependency[Unsubscriber],
+    token: FromPath[str],
+    lang: Annotated[
+        str | None, QueryParameter(description="`nb` or `en`; otherwise `Accept-Language` decides")
+    ] = None,
 ) -> Response[str]:
-    lang = pick_language(request.headers.get("accept-language"), request.query_params.get("lang"))
+    language = pick_language(request.headers.get("accept-language"), lang)
     try:
         claims = unsubscriber.verify(token)
     except BadToken:
-        return _html(message_page(lang, "bad_title", "bad"), 400)
+        return _html(message_page(language, "bad_title", "bad"), 400)
     state = await unsubscriber.page_state(claims, datetime.now(UTC))
-    return _html(recipient_page(lang, state))
+    return _html(recipient_page(language, state))
 
 
 @post(
