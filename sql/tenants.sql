@@ -25,7 +25,8 @@ WHERE k.key_hash = $1 AND k.revoked_at IS NULL;
 -- A tenant's name and policy settings.
 SELECT name, default_region, relationship_window_days, soft_opt_in_without_topic, transactional_blocked_by,
        soft_bounce_threshold, soft_bounce_window_days, soft_bounce_suppress_days, complaint_alert_rate,
-       complaint_stop_rate, unsubscribe_alert_rate, require_notice_version, consent_validity_days
+       complaint_stop_rate, unsubscribe_alert_rate, require_notice_version, consent_validity_days,
+       display_name, consent_notice
 FROM tenants WHERE id = $1;
 
 -- name: update_tenant_settings
@@ -34,5 +35,6 @@ UPDATE tenants
 SET default_region = $2, relationship_window_days = $3, soft_opt_in_without_topic = $4,
     transactional_blocked_by = $5, soft_bounce_threshold = $6, soft_bounce_window_days = $7,
     soft_bounce_suppress_days = $8, complaint_alert_rate = $9, complaint_stop_rate = $10,
-    require_notice_version = $11, consent_validity_days = $12, unsubscribe_alert_rate = $13
+    require_notice_version = $11, consent_validity_days = $12, unsubscribe_alert_rate = $13,
+    display_name = $14, consent_notice = $15
 WHERE id = $1;

@@ -74,8 +74,9 @@ WHERE r.tenant_id = $1 AND r.channel = i.channel AND r.address_hash = i.address_
 -- the event. $2..$15 parallel arrays: intent number, channel, hash, topic id (0 = all), reason,
 -- expires at, campaign id, note, source, actor, occurred at, event data (JSON text), event kind,
 -- only if new, the event's personal fields (JSON text or NULL; kept outside the sealed line, so
--- erasure can scrub them). Returns, per intent that wrote, its event id and the consent topics it
--- ended.
+-- erasure can scrub them). The event names the consents it ended and their own events (an undo of
+-- an unsubscribe restores them from those). Returns, per intent that wrote, its event id and the
+-- consent topics it ended.
 WITH input AS (
     SELECT * FROM unnest($2::bigint[], $3::text[], $4::bytea[], $5::integer[], $6::text[],
                          $7::timestamptz[], $8::bigint[], $9::text[], $10::text[], $11::text[],
@@ -114,10 +115,12 @@ WITH input AS (
             OFFSET 0
         ) k
         WHERE m.reason = 'unsubscribed'))
-    RETURNING c.channel, c.address_hash, c.topic_id
+    RETURNING c.channel, c.address_hash, c.topic_id, c.event_id
 ), ended_by AS (
     SELECT m.n, coalesce(array_agg(e.topic_id ORDER BY e.topic_id) FILTER (WHERE e.topic_id IS NOT NULL), '{}')
-               AS topics
+               AS topics,
+           coalesce(array_agg(e.event_id ORDER BY e.topic_id) FILTER (WHERE e.topic_id IS NOT NULL), '{}')
+               AS events
     FROM merged m LEFT JOIN ended e ON e.channel = m.channel AND e.address_hash = m.address_hash
     GROUP BY m.n
 ), saved AS (
@@ -138,7 +141,10 @@ WITH input AS (
     SELECT m.event_id, $1, m.channel, m.address_hash, m.kind, nullif(m.topic_id, 0), m.campaign_id, m.source,
            m.actor, m.occurred_at,
            m.data::jsonb
-           || jsonb_build_object('reason', m.reason, 'expires_at', m.until, 'consents_ended', to_jsonb(b.topics)),
+           || jsonb_build_object('reason', m.reason, 'expires_at', m.until, 'consents_ended', to_jsonb(b.topics))
+           -- the ended consents' own events: what an undo of this unsubscribe restores
+           || CASE WHEN cardinality(b.events) > 0 THEN jsonb_build_object('consents_ended_events', to_jsonb(b.events))
+                   ELSE '{}' END,
            m.personal::jsonb
     FROM merged m JOIN ended_by b USING (n)
     RETURNING 1
@@ -179,6 +185,65 @@ WITH input AS (
     RETURNING 1
 )
 SELECT x.n, x.reason, x.event_id FROM numbered x
+ORDER BY x.n;
+
+-- name: apply_undos
+-- Undo intents: reverse one unsubscribe the recipient made through a link, exactly: delete the
+-- `unsubscribed` suppression that unsubscribe wrote (only while it is still the one it wrote: not
+-- undone, not lifted, not replaced since) and put back the consents it ended, as they were (their
+-- own source, notice version, evidence, times and events), unless a consent of that topic was given
+-- since. No consent is given and no consent event appended; one `suppression_lifted` event (cause
+-- `undo`, naming the unsubscribe and the consents restored). $2..$10 parallel arrays: intent number,
+-- channel, hash, the unsubscribe's event id, the link it must have come through, source, actor,
+-- occurred at, event data (JSON text), personal fields (JSON text or NULL). Returns per intent that
+-- reversed something its event id, the scope and the consent topics restored.
+WITH input AS (
+    SELECT * FROM unnest($2::bigint[], $3::text[], $4::bytea[], $5::bigint[], $6::text[], $7::text[],
+                         $8::text[], $9::timestamptz[], $10::text[], $11::text[])
+        AS i(n, channel, address_hash, undoes, link, source, actor, occurred_at, data, personal)
+), target AS (
+    SELECT i.*, coalesce(e.topic_id, 0) AS scope, e.data AS unsubscribe FROM input i
+    JOIN events e ON e.tenant_id = $1 AND e.id = i.undoes AND e.channel = i.channel
+                 AND e.address_hash = i.address_hash AND e.kind = 'unsubscribed' AND e.actor = 'recipient'
+                 AND e.data ->> 'link' = i.link
+), lifted AS (
+    DELETE FROM suppressions s USING target t
+    WHERE s.tenant_id = $1 AND s.channel = t.channel AND s.address_hash = t.address_hash
+      AND s.topic_id = t.scope AND s.reason = 'unsubscribed' AND s.event_id = t.undoes
+    RETURNING t.n, s.created_at
+), restored AS (
+    INSERT INTO consents (tenant_id, channel, address_hash, topic_id, partners, source, notice_version,
+                          evidence, granted_at, event_id, expires_at)
+    SELECT $1, c.channel, c.address_hash, coalesce(c.topic_id, 0), coalesce((c.data ->> 'partners')::boolean, false),
+           c.source, c.data ->> 'notice_version', coalesce(c.personal -> 'evidence', '{}'), c.occurred_at, c.id,
+           (c.data ->> 'expires_at')::timestamptz
+    FROM target t
+    JOIN lifted l USING (n)
+    CROSS JOIN LATERAL jsonb_array_elements_text(coalesce(t.unsubscribe -> 'consents_ended_events', '[]')) AS x(id)
+    JOIN events c ON c.tenant_id = $1 AND c.id = x.id::bigint AND c.kind = 'consent_given'
+                 AND c.channel = t.channel AND c.address_hash = t.address_hash
+    ON CONFLICT (tenant_id, channel, address_hash, topic_id) DO NOTHING  -- a consent given since stays
+    RETURNING channel, address_hash, topic_id
+), numbered AS (
+    SELECT t.*, l.created_at AS suppressed_since,
+           coalesce((SELECT array_agg(r.topic_id ORDER BY r.topic_id) FROM restored r
+                     WHERE r.channel = t.channel AND r.address_hash = t.address_hash), '{}') AS consents_restored,
+           nextval(pg_get_serial_sequence('events', 'id')) AS event_id
+    FROM target t JOIN lifted l USING (n)
+), ev AS (
+    INSERT INTO events (id, tenant_id, channel, address_hash, kind, topic_id, source, actor, occurred_at, data,
+                        personal)
+    OVERRIDING SYSTEM VALUE
+    SELECT x.event_id, $1, x.channel, x.address_hash, 'suppression_lifted', nullif(x.scope, 0), x.source, x.actor,
+           x.occurred_at,
+           x.data::jsonb || jsonb_build_object('reason', 'unsubscribed', 'cause', 'undo', 'undoes', x.undoes,
+                                               'suppressed_since', x.suppressed_since,
+                                               'consents_restored', to_jsonb(x.consents_restored)),
+           x.personal::jsonb
+    FROM numbered x
+    RETURNING 1
+)
+SELECT x.n, x.event_id, x.scope, x.consents_restored FROM numbered x
 ORDER BY x.n;
 
 -- name: apply_consents

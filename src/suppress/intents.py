@@ -79,6 +79,22 @@ class ConsentIntent(msgspec.Struct, frozen=True, kw_only=True):
     only_if_new: bool = False
 
 
+class UndoIntent(msgspec.Struct, frozen=True, kw_only=True):
+    """Reverse one unsubscribe the recipient made through a link ("I clicked by mistake"): the state
+    that unsubscribe replaced comes back exactly, and nothing else (no consent is given)."""
+
+    channel: str
+    address_hash: bytes
+    #: the event id of the unsubscribe to reverse
+    undoes: int
+    #: the link it must have been made through (`unsubscribe.link_id`)
+    link: str
+    occurred_at: datetime
+    source: str
+    actor: str | None
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
 class CustomerIntent(msgspec.Struct, frozen=True, kw_only=True):
     """A purchase or agreement event of a customer, linking one of its addresses."""
 
@@ -115,7 +131,7 @@ class SoftBounceIntent(msgspec.Struct, frozen=True, kw_only=True):
     recheck: bool = False
 
 
-Intent = SuppressIntent | LiftIntent | ConsentIntent | CustomerIntent | SoftBounceIntent
+Intent = SuppressIntent | LiftIntent | UndoIntent | ConsentIntent | CustomerIntent | SoftBounceIntent
 
 
 def recipient_key(intent: Intent) -> tuple[str, bytes]:

@@ -81,6 +81,7 @@ class Queries:
     rewrite_projection: str
     apply_suppressions: str
     apply_lifts: str
+    apply_undos: str
     apply_consents: str
     apply_customer_links: str
     apply_customers: str
@@ -96,8 +97,7 @@ class Queries:
     claim_effects: str
     tenants_with_stale_effects: str
     # unsubscribe.sql
-    unsubscribe_page: str
-    topic_name: str
+    recipient_page: str
     unsubscribe_in_force: str
     # webhooks.sql
     create_webhook: str

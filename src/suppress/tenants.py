@@ -175,6 +175,21 @@ AlertLine = Annotated[float, Meta(gt=0, le=1)]
 Days = Annotated[int, Meta(ge=1, le=3650)]
 Region = Annotated[str, Meta(pattern=r"^[A-Z]{2}$")]
 BlockingReason = SuppressionReason
+DisplayName = Annotated[str, Meta(min_length=1, max_length=200)]
+
+
+class NoticeText(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What the person is told when they say yes on the preference page, and its version."""
+
+    text: Annotated[str, Meta(min_length=1, max_length=2000)]
+    version: Annotated[str, Meta(min_length=1, max_length=100)]
+
+
+class ConsentNotice(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The consent notice of the preference page, in both of its languages (the page may be either)."""
+
+    nb: NoticeText
+    en: NoticeText
 
 
 class TenantSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -192,12 +207,18 @@ class TenantSettings(msgspec.Struct, frozen=True, kw_only=True):
     unsubscribe_alert_rate: AlertLine
     require_notice_version: bool
     consent_validity_days: Days | None
+    #: how the recipient's pages name the sender (null: the tenant's name)
+    display_name: DisplayName | None = None
+    #: set: the preference page offers topics the person has no basis for, as a consent under this
+    #: notice (its version recorded); null: the page offers opt-outs only
+    consent_notice: ConsentNotice | None = None
 
 
 class TenantSettingsPatch(
     msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
 ):
-    """PATCH /v1/settings: the fields to change; leave out the rest (null clears consent_validity_days)."""
+    """PATCH /v1/settings: the fields to change; leave out the rest (null clears consent_validity_days,
+    display_name and consent_notice)."""
 
     default_region: Region | msgspec.UnsetType = msgspec.UNSET
     relationship_window_days: Days | msgspec.UnsetType = msgspec.UNSET
@@ -211,6 +232,8 @@ class TenantSettingsPatch(
     unsubscribe_alert_rate: AlertLine | msgspec.UnsetType = msgspec.UNSET
     require_notice_version: bool | msgspec.UnsetType = msgspec.UNSET
     consent_validity_days: Days | msgspec.UnsetType | None = msgspec.UNSET
+    display_name: DisplayName | msgspec.UnsetType | None = msgspec.UNSET
+    consent_notice: ConsentNotice | msgspec.UnsetType | None = msgspec.UNSET
 
 
 async def tenant_settings(pool: asyncpg.Pool, queries: Queries, tenant_id: int) -> TenantSettings:
@@ -247,5 +270,7 @@ async def update_tenant_settings(
         merged.require_notice_version,
         merged.consent_validity_days,
         merged.unsubscribe_alert_rate,
+        merged.display_name,
+        None if merged.consent_notice is None else msgspec.to_builtins(merged.consent_notice),
     )
     return merged

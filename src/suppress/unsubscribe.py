@@ -1,10 +1,13 @@
-"""The recipient's side: one-click unsubscribe, the preference page's choices, and undo.
+"""The recipient's side: one-click unsubscribe, the preference page's choices, undo and opt-in.
 
 An unsubscribe is durable and effective before the caller answers 2xx: it is a suppress intent
 through the one write path (`writes.Writer`: recipient locked, ledger event + suppression + ended
 consents, projection rewritten, in one transaction). When PostgreSQL
 cannot take it, the verified request is spooled to Redis as an arq job that applies it later with
 its original time; when neither store takes it the caller answers 503. Repeats are no-ops.
+
+An undo reverses one unsubscribe made through the same link and gives no consent; a consent from
+the page is only ever the person ticking a topic under the tenant's notice, with its version.
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ from suppress import queue
 from suppress.db import DATABASE_DOWN, translated_errors
 from suppress.effects import enqueue_effects
 from suppress.errors import Conflict, SuppressError, Unavailable
-from suppress.intents import ConsentIntent, SuppressIntent
+from suppress.intents import ConsentIntent, SuppressIntent, UndoIntent
 from suppress.models import Channel
-from suppress.policy import RecipientState, active_suppressions
+from suppress.preferences import PageState, build_state, recipient_state
 from suppress.sql import Queries
+from suppress.tenants import NoticeText
 from suppress.tokens import InvalidToken, TokenClaims, TokenKeyring
-from suppress.writes import ConsentOutcome, SuppressOutcome, Writer
+from suppress.writes import ConsentOutcome, SuppressOutcome, UndoOutcome, Writer
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,7 @@ class UnsubscribeOrder(msgspec.Struct, frozen=True, kw_only=True):
     ip: str | None = None
     user_agent: str | None = None
     spooled: bool = False
+    link: str | None = None  # link_id() of the token it came through
 
     def job_id(self) -> str:
         """Same recipient and scope → same job: a second click while spooled is a no-op."""
@@ -80,20 +85,40 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     event_id: int | None = None
 
 
-class TopicChoice(msgspec.Struct, frozen=True, kw_only=True):
-    id: int
-    name: str
-    unsubscribed: bool
+class UndoResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What an undo did: reversed an unsubscribe (its scope, the consents restored) or nothing."""
+
+    status: Literal["undone", "nothing"]
+    topic_id: int | None = None
+    consents_restored: list[int] = msgspec.field(default_factory=list)
 
 
-class PageState(msgspec.Struct, frozen=True, kw_only=True):
-    """What the unsubscribe page shows (None fields when the database cannot be read)."""
+class ChoiceRefused(SuppressError):
+    """This choice cannot be made on this page; nothing was changed."""
 
-    tenant_name: str | None
-    masked_address: str | None
-    unsubscribed_all: bool
-    topics: list[TopicChoice]
-    token_topic: str | None
+    code = "choice_refused"
+    status = 400
+
+
+class NoticeChanged(Conflict):
+    """The consent text changed since the page was shown; nothing was changed. Please look again."""
+
+    code = "notice_changed"
+
+
+def link_id(claims: TokenClaims) -> str:
+    """A stable name for the link a token is (same claims, same link), kept on the unsubscribes made
+    through it so that only that link can undo them. Knowing it is no use without the token itself,
+    which only the keyring can make."""
+    parts = (
+        claims.tenant_id,
+        claims.channel,
+        claims.address_hash.hex(),
+        claims.topic_id,
+        claims.campaign_id,
+        claims.issued_at,
+    )
+    return hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:32]
 
 
 def mask_address(channel: str, address: str | None) -> str | None:
@@ -125,6 +150,7 @@ async def apply_order(pool: asyncpg.Pool, queries: Queries, order: UnsubscribeOr
         "ip": order.ip,
         "user_agent": order.user_agent,
         "spooled": order.spooled,
+        "link": order.link,
     }
     intent = SuppressIntent(
         channel=order.channel,
@@ -180,6 +206,7 @@ class Unsubscriber:
             token_issued_at=claims.issued_at,
             ip=evidence.ip,
             user_agent=(evidence.user_agent or "")[:500] or None,
+            link=link_id(claims),
         )
         try:
             event_id = await apply_order(self._pool, self._q, order)
@@ -207,78 +234,108 @@ class Unsubscriber:
             raise Unavailable("the unsubscribe could not be stored; please try again in a minute") from None
         return Outcome(status="spooled")
 
-    async def resubscribe(
-        self, claims: TokenClaims, *, topic_id: int, source: str, evidence: Evidence, now: datetime
-    ) -> list[int]:
-        """A person-initiated re-opt-in from the page (undo, or ticking a topic again): a consent
-        at that scope, which lifts an unsubscribe of the same scope. Returns the event ids."""
-        intent = ConsentIntent(
+    async def undo(
+        self, claims: TokenClaims, *, event_id: int, evidence: Evidence, now: datetime
+    ) -> UndoResult:
+        """Reverse the unsubscribe `event_id`, made through this very link: the state it replaced comes
+        back exactly (its suppression gone, the consents it ended restored) and nothing else. An
+        unsubscribe of another link or source, or one already undone or replaced, is left alone."""
+        intent = UndoIntent(
             channel=claims.channel,
             address_hash=claims.address_hash,
-            address=None,
-            topic_id=topic_id,
-            source=source,
-            evidence={k: v for k, v in msgspec.to_builtins(evidence).items() if v is not None},
-            granted_at=now,
+            undoes=event_id,
+            link=link_id(claims),
+            occurred_at=now,
+            source="unsubscribe_undo",
             actor="recipient",
-            data={"via": "unsubscribe_page"},
+            data=_evidence_data(evidence),
         )
         with translated_errors("please try again in a minute"):
-            applied = await Writer(self._pool, self._q).apply(
+            applied = await Writer(self._pool, self._q, self._queue).apply(
                 claims.tenant_id, [intent], db_timeout=DATABASE_WAIT
             )
         [outcome] = applied.outcomes
-        assert isinstance(outcome, ConsentOutcome)
-        if outcome.status == "erased":
-            raise Conflict("this address was erased; it cannot be subscribed again from here")
-        await enqueue_effects(self._queue, claims.tenant_id, applied.event_ids)
-        return applied.event_ids
+        assert isinstance(outcome, UndoOutcome)
+        if outcome.event_id is None:
+            return UndoResult(status="nothing")
+        return UndoResult(
+            status="undone", topic_id=outcome.topic_id, consents_restored=outcome.consents_restored
+        )
 
-    async def topic_name(self, claims: TokenClaims) -> str | None:
-        """The name of the token's topic (None without one, or when the database cannot say)."""
-        if claims.topic_id is None:
-            return None
-        try:
-            name: str | None = await self._pool.fetchval(
-                self._q.topic_name, claims.tenant_id, claims.topic_id, timeout=DATABASE_WAIT
+    async def opt_in(
+        self,
+        claims: TokenClaims,
+        *,
+        topic_ids: list[int],
+        notice: NoticeText,
+        lang: str,
+        evidence: Evidence,
+        now: datetime,
+    ) -> list[int]:
+        """The person ticked topics they had no basis for, under the tenant's notice shown on the page:
+        one consent per topic, own offers only, on the link's channel, with the notice version and the
+        page's evidence. Returns the event ids."""
+        page_evidence = {
+            **_evidence_data(evidence),
+            "page": "preferences",
+            "language": lang,
+            "notice_text": notice.text,
+            "link": link_id(claims),
+        }
+        intents = [
+            ConsentIntent(
+                channel=claims.channel,
+                address_hash=claims.address_hash,
+                address=None,
+                topic_id=topic_id,
+                partners=False,
+                source="preference_page",
+                notice_version=notice.version,
+                evidence=page_evidence,
+                granted_at=now,
+                actor="recipient",
+                data={"via": "unsubscribe_page"},
             )
-        except DATABASE_DOWN:
-            return None
-        return name
+            for topic_id in topic_ids
+        ]
+        with translated_errors("please try again in a minute"):
+            applied = await Writer(self._pool, self._q, self._queue).apply(
+                claims.tenant_id, intents, db_timeout=DATABASE_WAIT
+            )
+        for outcome in applied.outcomes:
+            assert isinstance(outcome, ConsentOutcome)
+            if outcome.status == "erased":
+                raise Conflict("this address was erased; it cannot be subscribed again from here")
+        return applied.event_ids
 
     async def page_state(self, claims: TokenClaims, now: datetime) -> PageState:
         """What the page shows; degrades to a page without details when the database is down."""
         try:
-            row = await self._pool.fetchrow(
-                self._q.unsubscribe_page,
-                claims.tenant_id,
-                claims.channel,
-                claims.address_hash,
-                timeout=DATABASE_WAIT,
-            )
+            async with self._pool.acquire(timeout=DATABASE_WAIT) as conn:
+                row = await conn.fetchrow(
+                    self._q.recipient_page,
+                    claims.tenant_id,
+                    claims.channel,
+                    claims.address_hash,
+                    link_id(claims),
+                    timeout=DATABASE_WAIT,
+                )
+                state = await recipient_state(
+                    conn, self._q, claims.tenant_id, claims.channel, claims.address_hash
+                )
         except DATABASE_DOWN:
             row = None
         if row is None:
-            return PageState(
-                tenant_name=None, masked_address=None, unsubscribed_all=False, topics=[], token_topic=None
-            )
-        state = RecipientState(
-            suppression_reasons=row["suppression_reasons"], suppression_expires=row["suppression_expires"]
-        )
-        unsubscribed_all = "unsubscribed" in active_suppressions(state, now)
-        topics = [
-            TopicChoice(
-                id=t["id"],
-                name=t["name"],
-                unsubscribed=unsubscribed_all or t["id"] in row["unsubscribed_topics"],
-            )
-            for t in row["topics"]
-        ]
-        token_topic = next((t.name for t in topics if t.id == claims.topic_id), None)
-        return PageState(
-            tenant_name=row["tenant_name"],
+            return PageState(available=False, channel=claims.channel)
+        return build_state(
+            row,
+            state,
+            channel=claims.channel,
+            token_topic_id=claims.topic_id,
             masked_address=mask_address(claims.channel, row["address"]),
-            unsubscribed_all=unsubscribed_all,
-            topics=topics,
-            token_topic=token_topic,
+            now=now,
         )
+
+
+def _evidence_data(evidence: Evidence) -> dict[str, Any]:
+    return {k: v for k, v in msgspec.to_builtins(evidence).items() if v is not None}

@@ -33,6 +33,7 @@ from suppress.intents import (
     LiftIntent,
     SoftBounceIntent,
     SuppressIntent,
+    UndoIntent,
     recipient_key,
 )
 from suppress.queue import Queue
@@ -88,6 +89,12 @@ class LiftOutcome(msgspec.Struct, frozen=True, kw_only=True):
     event_id: int | None  # None: nothing to lift
 
 
+class UndoOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    event_id: int | None  # None: nothing to reverse (never unsubscribed there, undone, or replaced)
+    topic_id: int | None = None  # the scope reversed (0 = all topics)
+    consents_restored: list[int] = msgspec.field(default_factory=list)
+
+
 class ConsentOutcome(msgspec.Struct, frozen=True, kw_only=True):
     status: str  # written, unchanged (already recorded), erased (refused)
     event_id: int | None = None
@@ -107,7 +114,7 @@ class SoftBounceOutcome(msgspec.Struct, frozen=True, kw_only=True):
     event_id: int | None = None  # the soft_bounced suppression it wrote
 
 
-Outcome = SuppressOutcome | LiftOutcome | ConsentOutcome | CustomerOutcome | SoftBounceOutcome
+Outcome = SuppressOutcome | LiftOutcome | UndoOutcome | ConsentOutcome | CustomerOutcome | SoftBounceOutcome
 
 
 class Applied(msgspec.Struct, kw_only=True):
@@ -198,6 +205,8 @@ class Writer:
                     applied.event_ids.append(outcome.event_id)
         if numbers := by_kind.get(LiftIntent):
             await self._lift(conn, tenant_id, [(n, intents[n]) for n in numbers], applied)
+        if numbers := by_kind.get(UndoIntent):
+            await self._undo(conn, tenant_id, [(n, intents[n]) for n in numbers], applied)
         if numbers := by_kind.get(ConsentIntent):
             await self._consent(conn, tenant_id, [(n, intents[n]) for n in numbers], applied)
         if numbers := by_kind.get(CustomerIntent):
@@ -224,6 +233,18 @@ class Writer:
             applied.outcomes[n] = LiftOutcome(event_id=None)
         for r in result:
             applied.outcomes[r["n"]] = LiftOutcome(event_id=r["event_id"])
+            applied.event_ids.append(r["event_id"])
+
+    async def _undo(
+        self, conn: Connection, tenant_id: int, picked: list[tuple[int, Any]], applied: Applied
+    ) -> None:
+        result = await conn.fetch(self._q.apply_undos, tenant_id, *_arrays(picked, UNDO_FIELDS))
+        for n, _ in picked:
+            applied.outcomes[n] = UndoOutcome(event_id=None)
+        for r in result:
+            applied.outcomes[r["n"]] = UndoOutcome(
+                event_id=r["event_id"], topic_id=r["scope"], consents_restored=list(r["consents_restored"])
+            )
             applied.event_ids.append(r["event_id"])
 
     async def _consent(
@@ -307,6 +328,7 @@ SUPPRESS_FIELDS = (
     "only_if_new personal"
 )
 LIFT_FIELDS = "n channel address_hash topic_id reason expired_by source actor occurred_at data personal"
+UNDO_FIELDS = "n channel address_hash undoes link source actor occurred_at data personal"
 CONSENT_FIELDS = (
     "n channel address_hash topic_id partners source notice_version evidence granted_at actor data "
     "only_if_new personal"

@@ -76,13 +76,15 @@ async def test_norwegian_page_unsubscribe_from_topic_then_undo(
 
         await page.get_by_role("button", name="Meld meg av «nyheter»").click()
         await expect(page.get_by_role("status")).to_have_text("Du er meldt av «nyheter».")
-        undo = page.get_by_role("button", name="Meld meg på igjen")
+        undo = page.get_by_role("button", name="Angre avmeldingen fra «nyheter»")
         await expect(undo).to_be_visible()
         assert await decision(http, tenant, address, "nyheter") == UNSUBSCRIBED
         assert await decision(http, tenant, address, "tilbud") == ALLOWED
 
         await undo.click()
-        await expect(page.get_by_role("status")).to_have_text("Du er meldt på igjen.")
+        await expect(page.get_by_role("status")).to_have_text(
+            "Avmeldingen er angret. Alt er som før du meldte deg av."
+        )
         assert await decision(http, tenant, address, "nyheter") == ALLOWED
 
 
@@ -106,8 +108,11 @@ async def test_english_preferences_untick_one_topic(
         assert await decision(http, tenant, address, "news") == ALLOWED
         assert await decision(http, tenant, address, "events") == ALLOWED
 
-        await page.goto(url)  # the page shows the saved choice
-        await expect(page.get_by_role("checkbox", name="offers")).not_to_be_checked()
+        await page.goto(url)  # the page shows the saved choice: offers is no longer received
+        await expect(page.get_by_role("checkbox", name="offers")).to_have_count(0)
+        await expect(page.get_by_role("listitem").filter(has_text="offers")).to_contain_text(
+            "You unsubscribed on"
+        )
         await expect(page.get_by_role("checkbox", name="news")).to_be_checked()
 
 

@@ -17,6 +17,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from workers.unsubscribe import apply_spooled_unsubscribe
 
+from suppress.api.pages import recipient_page
 from suppress.config import Settings
 from suppress.db import create_pool
 from suppress.devstack.embedded import free_port
@@ -98,40 +99,6 @@ async def test_one_click_from_a_topic_link_leaves_other_topics(client: Client, t
     await client.post(path, data=ONE_CLICK)
     assert await decision(client, tenant, "topical@example.no", topic="news") == (False, None, "unsubscribed")
     assert await decision(client, tenant, "topical@example.no", topic="offers") == (True, "consent", None)
-
-
-async def test_page_form_all_then_undo_is_a_recorded_re_opt_in(
-    db: asyncpg.Connection, client: Client, tenant: Tenant
-) -> None:
-    await topic(client, tenant, "news", True)
-    await consent(client, tenant, "oops@example.no", topic="news")
-    path = await link(client, tenant, "oops@example.no", topic="news")
-    done = await client.post(path, data={"action": "all"})
-    assert done.status_code == 200 and "You are unsubscribed" in done.text and 'value="undo"' in done.text
-    assert await decision(client, tenant, "oops@example.no", topic="news") == (False, None, "unsubscribed")
-    undone = await client.post(path, data={"action": "undo", "scope": "all"})
-    assert undone.status_code == 200 and "subscribed again" in undone.text
-    assert await decision(client, tenant, "oops@example.no", topic="news") == (True, "consent", None)
-    kinds = [(r["kind"], r["source"]) for r in await events(db, tenant)]
-    assert kinds[-3:] == [
-        ("unsubscribed", "page"),
-        ("consent_given", "unsubscribe_undo"),
-        ("suppression_lifted", "unsubscribe_undo"),
-    ]
-
-
-async def test_preferences_unsubscribe_unticked_and_re_opt_in_ticked(client: Client, tenant: Tenant) -> None:
-    for name in ("news", "offers", "events"):
-        await topic(client, tenant, name, False)
-    await consent(client, tenant, "prefs@example.no")
-    path = await link(client, tenant, "prefs@example.no", topic="news")
-    await client.post(path, data={"action": "preferences", "topic": ["news", "events"]})
-    assert await decision(client, tenant, "prefs@example.no", topic="offers") == (False, None, "unsubscribed")
-    assert await decision(client, tenant, "prefs@example.no", topic="news") == (True, "consent", None)
-    page = (await client.get(path)).text
-    assert 'value="offers">' in page and 'value="news" checked>' in page
-    await client.post(path, data={"action": "preferences", "topic": ["news", "events", "offers"]})
-    assert await decision(client, tenant, "prefs@example.no", topic="offers") == (True, "consent", None)
 
 
 async def test_head_and_get_change_nothing(db: asyncpg.Connection, client: Client, tenant: Tenant) -> None:
@@ -302,6 +269,21 @@ async def test_neither_database_nor_redis_means_503_not_a_lost_2xx(
             )
     finally:
         await dead_queue.aclose()
+
+
+async def test_page_without_the_database_still_offers_the_unsubscribe(
+    client: Client, tenant: Tenant, app: Litestar, settings: Settings, queries: Queries
+) -> None:
+    await consent(client, tenant, "dark@example.no")
+    claims = _claims(tenant, app, await link(client, tenant, "dark@example.no"))
+    dead_pool = await create_pool(settings.require_database_url(), size=1)
+    await dead_pool.close()
+    state = await Unsubscriber(dead_pool, queries, app.state.keyring, None).page_state(
+        claims, datetime.now(UTC)
+    )
+    assert not state.available
+    page = recipient_page("en", state)
+    assert 'value="all"' in page and "Unsubscribe me from all marketing by email" in page
 
 
 def test_mask_address() -> None:

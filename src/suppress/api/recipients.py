@@ -29,7 +29,9 @@ def _now() -> datetime:
     summary="Create a topic or change its soft opt-in flag",
     tags=["topics"],
     description="201 when created, 200 when it existed. `soft_opt_in` says whether an active customer "
-    "relationship is a sufficient basis for this topic. Needs `write`.",
+    "relationship is a sufficient basis for this topic. `display` gives the label and short description "
+    "the recipient's pages show, per language (`nb`, `en`); left out on an update, the texts stay. "
+    "Needs `write`.",
     guards=[requires("write")],
 )
 async def save_topic(

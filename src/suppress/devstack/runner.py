@@ -38,9 +38,22 @@ from suppress.recipients import Recipients
 from suppress.sql import load_queries
 from suppress.suppressions import SuppressionIn
 from suppress.tenants import Authenticator, create_api_key, create_tenant
-from suppress.topics import TopicIn
+from suppress.topics import TopicDisplay, TopicIn, TopicText
 
 DEMO_TENANT = "demo"
+
+
+# What the demo's recipient page shows for its topics.
+DEMO_TOPICS = {
+    "newsletter": TopicDisplay(
+        nb=TopicText(label="Nyhetsbrev", description="Nytt fra oss en gang i måneden."),
+        en=TopicText(label="Newsletter", description="News from us once a month."),
+    ),
+    "offers": TopicDisplay(
+        nb=TopicText(label="Tilbud", description="Rabatter og kampanjer."),
+        en=TopicText(label="Offers", description="Discounts and sales."),
+    ),
+}
 
 
 async def seed_demo(settings: Settings, data_dir: Path) -> str:
@@ -77,8 +90,12 @@ async def _seed_data(settings: Settings, api_key: str) -> None:
         principal = await Authenticator(pool, queries).authenticate(f"Bearer {api_key}")
         service = Recipients(pool, queries, AddressHasher(keys.address_hash_key))
         now = datetime.now(UTC)
-        await service.save_topic(principal, TopicIn(name="newsletter", soft_opt_in=True))
-        await service.save_topic(principal, TopicIn(name="offers", soft_opt_in=False))
+        await service.save_topic(
+            principal, TopicIn(name="newsletter", soft_opt_in=True, display=DEMO_TOPICS["newsletter"])
+        )
+        await service.save_topic(
+            principal, TopicIn(name="offers", soft_opt_in=False, display=DEMO_TOPICS["offers"])
+        )
         evidence = {"ip": "192.0.2.10", "user_agent": "demo", "form": "signup"}
         for address, topic, partners in (
             ("ola.nordmann@example.no", None, False),
