@@ -36,6 +36,7 @@ from suppress.db import create_pool
 from suppress.errors import SuppressError
 from suppress.health import HealthService
 from suppress.imports.uploads import Imports
+from suppress.outbound import Resolver
 from suppress.recipients import Recipients
 from suppress.rights import Rights
 from suppress.sql import load_queries
@@ -77,6 +78,8 @@ async def _services(app: Litestar) -> AsyncIterator[None]:
             queries,
             SecretBox.from_secret(settings.require_secret()),
             allow_http=settings.allow_http_webhooks,
+            allow_private=settings.webhook_allow_private_targets,
+            resolve=app.state.resolver,
         )
         app.state.unsubscriber = Unsubscriber(pool, queries, keyring, job_queue)
         app.state.rights = Rights(pool, queries, app.state.recipients, job_queue)
@@ -140,8 +143,9 @@ def _unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Respon
     return problem_response(500, "internal_error", "internal error", request.url.path)
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
-    """The HTTP application; `settings` default to the environment."""
+def create_app(settings: Settings | None = None, *, resolver: Resolver | None = None) -> Litestar:
+    """The HTTP application; `settings` default to the environment, `resolver` (what outbound
+    URLs are checked with) to the system's."""
     settings = settings or Settings.from_env()
     settings.require_secret()
     app = Litestar(
@@ -189,4 +193,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
         debug=False,
     )
     app.state.settings = settings
+    app.state.resolver = resolver
     return app
