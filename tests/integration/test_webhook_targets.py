@@ -32,6 +32,7 @@ from workers.webhooks import close_webhooks, deliver_webhook, open_webhooks
 from suppress.app import create_app
 from suppress.config import Settings
 from suppress.db import create_pool as create_db_pool
+from suppress.providers.certificates import FetchUnavailable, HttpsFetcher
 from suppress.queue import redis_settings
 from suppress.sql import Queries
 from suppress.webhooks import SecretBox, new_secret
@@ -386,3 +387,17 @@ async def test_tls_names_the_url_s_host_to_the_checked_address(
     assert seen == ["hooks.example.test"]  # the TLS server name; the connection went to 127.0.0.1
     # the self-signed certificate is not trusted: verification is on
     assert errors[hook] == "the TLS handshake failed (certificate or protocol)"
+
+
+# -- the other outbound fetch: Amazon SNS certificates and subscription confirmations -----------------
+
+
+async def test_the_sns_fetcher_does_not_connect_to_loopback(receiver: Receiver) -> None:
+    """Its URLs are pinned to SNS hosts before they get here; the address filter is the second line."""
+    fetcher = HttpsFetcher()
+    try:
+        with pytest.raises(FetchUnavailable):
+            await fetcher.fetch(f"http://127.0.0.1:{receiver.port}/cert.pem")
+    finally:
+        await fetcher.aclose()
+    assert receiver.connections == 0
