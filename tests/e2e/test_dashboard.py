@@ -208,9 +208,9 @@ async def test_a_bearer_key_gets_the_dashboard_and_the_csv_without_a_session(
     assert page.headers["cache-control"] == "no-store"
     assert "<script" not in page.text and "http://" not in page.text.replace('xmlns="http://www.w3.org', "")
     download = await http.get("/dashboard/campaigns.csv?days=7", headers=tenant.auth("read"))
-    assert download.status_code == 200 and download.headers["content-type"].startswith("text/csv")
+    assert download.status_code == 200 and download.headers["content-type"] == "text/csv; charset=utf-8"
     assert download.headers["content-disposition"].startswith('attachment; filename="campaigns-')
-    assert download.text.lstrip("\ufeff").startswith("campaign,checked,allowed,denied,")
+    assert download.text.lstrip("\ufeff").startswith('"campaign","checked","allowed","denied",')
     assert (await http.get("/dashboard", headers=tenant.auth("check"))).status_code == 403
     assert (await http.get("/dashboard?days=0", headers=tenant.auth("read"))).status_code == 400
 

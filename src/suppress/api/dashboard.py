@@ -32,6 +32,7 @@ from suppress.config import derive_key
 from suppress.cursors import b64url, unb64url
 from suppress.errors import Forbidden, NotAuthenticated
 from suppress.health import DEFAULT_DAYS, MAX_CAMPAIGNS, MAX_DAYS, Viewer
+from suppress.spreadsheets import CSV_MEDIA_TYPE
 from suppress.tenants import Authenticator
 
 SESSION_KEY_PURPOSE = "suppress dashboard sessions v1"
@@ -185,7 +186,7 @@ async def campaigns_download(
     filename = f"campaigns-{now:%Y%m%d}.csv"
     return Response(
         "\ufeff" + campaigns_csv(report.campaigns),  # the BOM makes spreadsheets read UTF-8
-        media_type="text/csv; charset=utf-8",
+        media_type=CSV_MEDIA_TYPE,
         headers={
             **HEADERS,
             "Content-Disposition": f'attachment; filename="{filename}"',
