@@ -37,8 +37,10 @@ from suppress.errors import SuppressError
 from suppress.health import HealthService
 from suppress.imports.uploads import Imports
 from suppress.outbound import Resolver
+from suppress.ratelimit import LoginLimiter
 from suppress.recipients import Recipients
 from suppress.rights import Rights
+from suppress.sessions import DashboardSessionStore
 from suppress.sql import load_queries
 from suppress.tenants import Authenticator
 from suppress.tokens import TokenKeyring
@@ -86,7 +88,9 @@ async def _services(app: Litestar) -> AsyncIterator[None]:
         app.state.health = HealthService(pool, queries)
         app.state.imports = Imports(pool, queries, job_queue, max_bytes=settings.import_max_bytes)
         app.state.dashboard_sessions = DashboardSessions(
-            settings.require_secret(), secure=settings.public_url.startswith("https://")
+            DashboardSessionStore(pool, queries),
+            LoginLimiter(job_queue),
+            secure=settings.public_url.startswith("https://"),
         )
         try:
             yield

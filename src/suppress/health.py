@@ -386,8 +386,3 @@ class HealthService:
             unsubscribe_latency_seconds=latency_summary({r["bucket"]: r["n"] for r in latency}),
             expiring_relationships=_expiring(lapsing),
         )
-
-    async def viewer(self, key_id: int, tenant_id: int) -> Viewer | None:
-        """The dashboard session's viewer, or None when its key was revoked or cannot read."""
-        row = await self._pool.fetchrow(self._q.dashboard_viewer, key_id, tenant_id)
-        return None if row is None else Viewer(**dict(row.items()))
