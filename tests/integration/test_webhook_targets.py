@@ -293,6 +293,43 @@ async def test_a_loopback_webhook_gets_no_connection_and_ports_read_alike(
     assert errors[open_hook] == errors[closed_hook] == "could not connect to the host"
 
 
+@pytest.mark.parametrize(
+    ("host", "reachable"),
+    [
+        ("2130706433", True),
+        ("0x7f000001", True),
+        ("127.1", True),
+        ("localhost", True),
+        ("0177.0.0.1", False),  # httpx refuses to parse it: never requested at all
+        ("[::ffff:127.0.0.1]", False),  # reaching it over IPv6 depends on the host's dual stack
+    ],
+)
+async def test_loopback_in_any_notation_gets_no_connection_at_delivery(
+    client: Client,
+    tenant: Tenant,
+    db: asyncpg.Connection,
+    worker_ctx: Any,
+    receiver: Receiver,
+    host: str,
+    reachable: bool,
+) -> None:
+    """The system resolver reads these as 127.0.0.1; the filter judges what it answered."""
+    hook = await stored_webhook(db, tenant, f"http://{host}:{receiver.port}/hook")
+    errors = await one_attempt(await worker_ctx(), client, tenant, db, "notation@example.no")
+    assert receiver.connections == 0
+    assert errors[hook] in ("could not connect to the host", "the URL cannot be requested")
+    if not reachable:
+        return
+    # the same URL does reach the listener once private targets are allowed: the test can fail
+    await db.execute(
+        "UPDATE webhook_deliveries SET status = 'cancelled', next_attempt_at = NULL, finished_at = now()"
+        " WHERE tenant_id = $1",
+        tenant.id,
+    )
+    allowed = await one_attempt(await worker_ctx(allow_private=True), client, tenant, db, "again@example.no")
+    assert allowed[hook] is None and receiver.connections == 1
+
+
 async def test_a_name_rebound_to_loopback_gets_no_connection(
     client: Client, tenant: Tenant, db: asyncpg.Connection, worker_ctx: Any, receiver: Receiver
 ) -> None:
