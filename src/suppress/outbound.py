@@ -177,7 +177,10 @@ def ip_literal(host: str) -> IPAddress | None:
 
 
 def _normalised_name(host: str) -> str:
-    """The host as a resolver sees it: IDNA (UTS 46: full-width forms folded), lower case."""
+    """The host as a resolver sees it: lower case; IDNA (UTS 46: full-width forms folded) for
+    non-ASCII names, as httpx encodes them."""
+    if host.isascii():
+        return host.rstrip(".").lower()
     try:
         return idna.encode(host.rstrip("."), uts46=True).decode("ascii").lower()
     except idna.IDNAError:

@@ -438,3 +438,7 @@ async def test_the_sns_fetcher_does_not_connect_to_loopback(receiver: Receiver) 
     finally:
         await fetcher.aclose()
     assert receiver.connections == 0
+
+
+async def test_an_underscore_name_is_still_a_name(resolving_client: Client, tenant: Tenant) -> None:
+    assert (await register(resolving_client, tenant, "https://my_hooks.example.test/x"))["url"]
