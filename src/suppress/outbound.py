@@ -300,7 +300,7 @@ class PublicTransport(httpx.AsyncHTTPTransport):
         super().__init__(trust_env=False)
         # httpx offers no parameter for the network backend: its pool is rebuilt around ours.
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl.create_default_context(),
+            ssl_context=httpx.create_ssl_context(trust_env=False),  # certifi's CAs, as httpx uses
             max_connections=max_connections,
             max_keepalive_connections=20,
             keepalive_expiry=5.0,
