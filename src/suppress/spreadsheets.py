@@ -24,8 +24,9 @@ GUARD: Final = "'"
 
 
 def _blank(ch: str) -> bool:
-    """A character a spreadsheet may skip before it looks for a formula."""
-    return ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Zs", "Zl", "Zp")
+    """A character a spreadsheet may skip before it looks for a formula: white space, and anything
+    not printable (controls, format characters, unassigned and private-use code points)."""
+    return ch.isspace() or not ch.isprintable()
 
 
 def runs_as_formula(text: str) -> bool:
