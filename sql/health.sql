@@ -244,10 +244,25 @@ WHERE h.tenant_id = $1 AND h.active_at >= $2
 ORDER BY h.active_at DESC, h.campaign_id DESC
 LIMIT $3;
 
--- name: dashboard_viewer
--- The key behind a dashboard session, when it still exists, is not revoked, belongs to tenant $2
--- and may read; with its tenant's name.
+-- name: open_dashboard_session
+-- A session $1 (SHA-256 of its id) for key $3 of tenant $2 from $4 until $5; the key's expired
+-- sessions are forgotten in the same statement.
+WITH expired AS (
+    DELETE FROM dashboard_sessions WHERE key_id = $3 AND expires_at <= $4
+)
+INSERT INTO dashboard_sessions (id_hash, tenant_id, key_id, created_at, expires_at)
+VALUES ($1, $2, $3, $4, $5);
+
+-- name: dashboard_session_viewer
+-- Who looks through session $1 at $2: its key and tenant, while the session lasts and the key is
+-- not revoked and may read.
 SELECT k.id AS key_id, t.id AS tenant_id, t.name AS tenant_name
-FROM api_keys k
-JOIN tenants t ON t.id = k.tenant_id
-WHERE k.id = $1 AND k.tenant_id = $2 AND k.revoked_at IS NULL AND k.scopes && '{read,admin}'::text[];
+FROM dashboard_sessions s
+JOIN api_keys k ON k.id = s.key_id AND k.tenant_id = s.tenant_id
+JOIN tenants t ON t.id = s.tenant_id
+WHERE s.id_hash = $1 AND s.expires_at > $2
+  AND k.revoked_at IS NULL AND k.scopes && '{read,admin}'::text[];
+
+-- name: end_dashboard_session
+-- Sign out: session $1 is gone, for every copy of its cookie.
+DELETE FROM dashboard_sessions WHERE id_hash = $1;

@@ -20,6 +20,7 @@ from arq import Retry
 from suppress import queue
 from suppress.effects import EffectBatch, load_event
 from suppress.ledger import checkpoint_out
+from suppress.outbound import failure_category, public_client
 from suppress.webhooks import (
     EVENT_ID_HEADER,
     MAX_ATTEMPTS,
@@ -44,17 +45,22 @@ LEASE = timedelta(seconds=60)
 # Leave a just-due retry to its own deferred job before the cron steps in.
 REDELIVER_GRACE = timedelta(seconds=15)
 REDELIVER_BATCH = 1000
-_MAX_ERROR = 500
 # arq's own try limit for the delivery job: above MAX_ATTEMPTS, as a not-yet-due run also retries
 DELIVERY_MAX_TRIES = 2 * MAX_ATTEMPTS
 DELIVERY_JOB_TIMEOUT = 60
 
 
 def open_webhooks(ctx: dict[str, Any]) -> None:
-    """Put the HTTP client and the secret box into ctx (worker start-up)."""
-    ctx["webhook_box"] = SecretBox.from_secret(ctx["settings"].require_secret())
-    ctx["webhook_http"] = httpx.AsyncClient(
-        timeout=HTTP_TIMEOUT, follow_redirects=False, headers={"User-Agent": USER_AGENT}
+    """Put the HTTP client and the secret box into ctx (worker start-up). The client reaches public
+    addresses only unless SUPPRESS_WEBHOOK_ALLOW_PRIVATE_TARGETS is on; ctx["resolver"], when
+    given, resolves host names instead of the system (tests)."""
+    settings = ctx["settings"]
+    ctx["webhook_box"] = SecretBox.from_secret(settings.require_secret())
+    ctx["webhook_http"] = public_client(
+        resolve=ctx.get("resolver"),
+        allow_private=settings.webhook_allow_private_targets,
+        timeout=HTTP_TIMEOUT,
+        headers={"User-Agent": USER_AGENT},
     )
 
 
@@ -223,8 +229,10 @@ async def _post(
                 status_code = response.status_code  # the body is never read: we only need the status
         if 300 <= status_code < 400:
             error = "redirects are not followed"
-    except (TimeoutError, httpx.TimeoutException):
-        error = f"timed out after {HTTP_TIMEOUT:g} s"
-    except Exception as exc:  # whatever stopped the request, the attempt failed; record why
-        error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR]
+    except Exception as exc:  # whatever stopped the request, the attempt failed
+        # The tenant sees a category; the details (which could map internal ports) stay in our log.
+        error = failure_category(exc)
+        if error == "timed out":
+            error = f"timed out after {HTTP_TIMEOUT:g} s"
+        log.info("webhook request %s failed: %s", ref, type(exc).__name__)
     return status_code, error, round((time.monotonic() - started) * 1000)

@@ -36,8 +36,11 @@ from suppress.db import create_pool
 from suppress.errors import SuppressError
 from suppress.health import HealthService
 from suppress.imports.uploads import Imports
+from suppress.outbound import Resolver
+from suppress.ratelimit import LoginLimiter
 from suppress.recipients import Recipients
 from suppress.rights import Rights
+from suppress.sessions import DashboardSessionStore
 from suppress.sql import load_queries
 from suppress.tenants import Authenticator
 from suppress.tokens import TokenKeyring
@@ -77,13 +80,17 @@ async def _services(app: Litestar) -> AsyncIterator[None]:
             queries,
             SecretBox.from_secret(settings.require_secret()),
             allow_http=settings.allow_http_webhooks,
+            allow_private=settings.webhook_allow_private_targets,
+            resolve=app.state.resolver,
         )
         app.state.unsubscriber = Unsubscriber(pool, queries, keyring, job_queue)
         app.state.rights = Rights(pool, queries, app.state.recipients, job_queue)
         app.state.health = HealthService(pool, queries)
         app.state.imports = Imports(pool, queries, job_queue, max_bytes=settings.import_max_bytes)
         app.state.dashboard_sessions = DashboardSessions(
-            settings.require_secret(), secure=settings.public_url.startswith("https://")
+            DashboardSessionStore(pool, queries),
+            LoginLimiter(job_queue),
+            secure=settings.public_url.startswith("https://"),
         )
         try:
             yield
@@ -140,8 +147,9 @@ def _unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Respon
     return problem_response(500, "internal_error", "internal error", request.url.path)
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
-    """The HTTP application; `settings` default to the environment."""
+def create_app(settings: Settings | None = None, *, resolver: Resolver | None = None) -> Litestar:
+    """The HTTP application; `settings` default to the environment, `resolver` (what outbound
+    URLs are checked with) to the system's."""
     settings = settings or Settings.from_env()
     settings.require_secret()
     app = Litestar(
@@ -189,4 +197,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
         debug=False,
     )
     app.state.settings = settings
+    app.state.resolver = resolver
     return app

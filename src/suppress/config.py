@@ -12,6 +12,7 @@
 | SUPPRESS_SMS_HTTP_URL | the HTTP SMS sender's endpoint (http or https URL); needed by `http` | none |
 | SUPPRESS_SMS_HTTP_TOKEN | its bearer token (a secret: never logged); needed by `http` | none |
 | SUPPRESS_ALLOW_HTTP_WEBHOOKS | 1 lets webhooks use plain http:// URLs (development, tests) | 0 |
+| SUPPRESS_WEBHOOK_ALLOW_PRIVATE_TARGETS | 1 lets webhooks reach non-public addresses (dev, tests) | 0 |
 | SUPPRESS_IMPORT_MAX_BYTES | largest accepted import upload, in bytes (docs/imports.md) | 512 MiB |
 | SUPPRESS_DEV_DATA_DIR | data folder of `suppress dev`, where the other commands find it | see devstack |
 
@@ -43,6 +44,7 @@ ENV_VARS: tuple[str, ...] = (
     "SUPPRESS_SMS_HTTP_URL",
     "SUPPRESS_SMS_HTTP_TOKEN",
     "SUPPRESS_ALLOW_HTTP_WEBHOOKS",
+    "SUPPRESS_WEBHOOK_ALLOW_PRIVATE_TARGETS",
     "SUPPRESS_IMPORT_MAX_BYTES",
     "SUPPRESS_DEV_DATA_DIR",
 )
@@ -74,6 +76,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sms_http_url: str | None = None
     sms_http_token: str | None = None  # a secret: not in __repr__
     allow_http_webhooks: bool = False
+    webhook_allow_private_targets: bool = False
     import_max_bytes: int = DEFAULT_IMPORT_MAX_BYTES
 
     def __repr__(self) -> str:  # never let the secret reach a log line or a traceback
@@ -106,9 +109,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         sms_http_url = (env.get("SUPPRESS_SMS_HTTP_URL") or "").strip() or None
         sms_http_token = (env.get("SUPPRESS_SMS_HTTP_TOKEN") or "").strip() or None
         _check_sms_sender(sms_sender, sms_http_url, sms_http_token)
-        allow_http = env.get("SUPPRESS_ALLOW_HTTP_WEBHOOKS", "").strip().lower()
-        if allow_http not in {"", "0", "1", "false", "true", "no", "yes", "off", "on"}:
-            raise ConfigurationError("SUPPRESS_ALLOW_HTTP_WEBHOOKS must be 1 or 0")
+        allow_http = _flag(env, "SUPPRESS_ALLOW_HTTP_WEBHOOKS")
+        allow_private = _flag(env, "SUPPRESS_WEBHOOK_ALLOW_PRIVATE_TARGETS")
         return cls(
             database_url=env.get("SUPPRESS_DATABASE_URL") or None,
             redis_url=env.get("SUPPRESS_REDIS_URL") or None,
@@ -119,7 +121,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             sms_sender=sms_sender,
             sms_http_url=sms_http_url,
             sms_http_token=sms_http_token,
-            allow_http_webhooks=allow_http in {"1", "true", "yes", "on"},
+            allow_http_webhooks=allow_http,
+            webhook_allow_private_targets=allow_private,
             import_max_bytes=import_max_bytes,
         )
 
@@ -142,6 +145,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if not self.redis_url:
             raise MissingSetting("SUPPRESS_REDIS_URL is not set")
         return self.redis_url
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    """An on/off setting: 1/true/yes/on or 0/false/no/off (unset = off)."""
+    value = env.get(name, "").strip().lower()
+    if value not in {"", "0", "1", "false", "true", "no", "yes", "off", "on"}:
+        raise ConfigurationError(f"{name} must be 1 or 0")
+    return value in {"1", "true", "yes", "on"}
 
 
 def _check_sms_sender(sender: str, url: str | None, token: str | None) -> None:

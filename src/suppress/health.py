@@ -474,8 +474,3 @@ class HealthService:
                 now, overview["computed_at"], overview["pending_effects"], overview["oldest_pending_at"]
             ),
         )
-
-    async def viewer(self, key_id: int, tenant_id: int) -> Viewer | None:
-        """The dashboard session's viewer, or None when its key was revoked or cannot read."""
-        row = await self._pool.fetchrow(self._q.dashboard_viewer, key_id, tenant_id)
-        return None if row is None else Viewer(**dict(row.items()))

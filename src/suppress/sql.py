@@ -144,7 +144,9 @@ class Queries:
     health_daily_counts: str
     health_latency_counts: str
     health_campaign_rows: str
-    dashboard_viewer: str
+    open_dashboard_session: str
+    dashboard_session_viewer: str
+    end_dashboard_session: str
     # rights.sql
     erase_recipient: str
     delete_customer: str

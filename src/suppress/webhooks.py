@@ -28,6 +28,7 @@ from suppress.config import derive_key
 from suppress.effects import LedgerEvent
 from suppress.errors import Conflict, InvalidInput, NotFound
 from suppress.ledger import WEBHOOK_EVENT, Checkpoint
+from suppress.outbound import Resolver, check_target, system_resolver
 from suppress.sql import Queries
 from suppress.tenants import Principal
 
@@ -300,15 +301,27 @@ class SecretBox:
 class Webhooks:
     """Registering, listing and disabling a tenant's webhooks, and reading their deliveries."""
 
-    def __init__(self, pool: asyncpg.Pool, queries: Queries, box: SecretBox, *, allow_http: bool) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        queries: Queries,
+        box: SecretBox,
+        *,
+        allow_http: bool,
+        allow_private: bool = False,
+        resolve: Resolver | None = None,
+    ) -> None:
         self._pool = pool
         self._q = queries
         self._box = box
         self._allow_http = allow_http
+        self._allow_private = allow_private
+        self._resolve = resolve or system_resolver
 
     async def register(self, principal: Principal, data: WebhookIn) -> NewWebhook:
         """Register an endpoint with a new signing secret, returned only here."""
         url = validate_url(data.url, allow_http=self._allow_http)
+        await check_target(url, self._resolve, allow_private=self._allow_private)
         # canonical order, no repeats
         events = None if data.events is None else [k for k in EVENT_KINDS if k in data.events]
         secret = new_secret()

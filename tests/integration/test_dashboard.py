@@ -177,8 +177,8 @@ async def test_an_unsubscribe_rate_over_the_tenant_line_is_an_alert(
     assert "quiet warn (unsubscribes)" in await dashboard(client, tenant)
     csv_text = (await client.get("/dashboard/campaigns.csv", headers=tenant.auth("read"))).text
     header, *rows = csv_text.lstrip("\ufeff").splitlines()
-    assert header.endswith(",alert,alert_reasons")
-    assert all(r.endswith(",warn,unsubscribe_rate") for r in rows), rows
+    assert header.endswith(',"alert","alert_reasons"')
+    assert all(r.endswith(',"warn","unsubscribe_rate"') for r in rows), rows
 
     # complaints over their line as well: both reasons, the worst level
     for i in range(3):

@@ -133,6 +133,8 @@ async def test_sweeper_re_enqueues_stale_pending_effects(
             tenant.id,
             datetime.now(UTC) - timedelta(minutes=5),
         )
+        # earlier tests' leftovers must not turn stale between the two sweeps below
+        await db.execute("UPDATE pending_effects SET created_at = now() WHERE tenant_id <> $1", tenant.id)
         assert await sweep_pending_effects(ctx) >= 1
         assert drain_job_id(tenant.id) in {j.job_id for j in await arq.queued_jobs()}
         assert await sweep_pending_effects(ctx) == 0  # already queued: not enqueued twice

@@ -65,7 +65,7 @@ async def test_csv_export_holds_what_is_in_force(
     assert [(r["channel"], r["address"], r["reason"], r["topic"]) for r in rows] == [
         ("email", "first@example.no", "unsubscribed", ""),
         ("email", "second@example.no", "unsubscribed", "news"),
-        ("sms", "+4791234567", "unsubscribed", ""),
+        ("sms", "'+4791234567", "unsubscribed", ""),  # a spreadsheet keeps the + as text
         ("email", "bounce@example.no", "hard_bounced", ""),
     ]
     assert rows[0]["note"] == "'=HYPERLINK(evil)"  # not a formula in a spreadsheet
@@ -107,7 +107,7 @@ async def test_export_needs_read_and_a_known_format(client: Client, tenant: Tena
     bad = await client.get("/v1/suppressions/export", params={"format": "xml"}, headers=tenant.auth("read"))
     assert bad.status_code == 400 and bad.json()["code"] == "invalid_parameter"
     empty = await client.get("/v1/suppressions/export", headers=tenant.auth("read"))
-    assert empty.status_code == 200 and empty.text.strip() == ",".join(COLUMNS)
+    assert empty.status_code == 200 and empty.text.strip() == ",".join(f'"{c}"' for c in COLUMNS)
 
 
 async def test_an_export_imports_back_as_it_is(
@@ -163,3 +163,23 @@ async def test_the_export_streams_from_a_cursor_in_pieces(
     assert len(pieces) >= 3 and all(len(p) < 70_000 for p in pieces)
     rows = list(csv.reader(io.StringIO(b"".join(pieces).decode())))
     assert len(rows) == 3001
+
+
+async def test_no_exported_cell_runs_as_a_formula(client: Client, tenant: Tenant) -> None:
+    """Every text cell a tenant or a recipient can set is made inert, not only the note."""
+    await suppress(client, tenant, "=1+1@example.no", "unsubscribed", campaign="=1+1+cmd|' /C calc'!A0")
+    await suppress(client, tenant, "-sum@example.no", "unsubscribed", campaign=" =HYPERLINK(x)")
+    await suppress(client, tenant, "+4791234568", "unsubscribed", channel="sms", campaign="\uff1dSUM(A1)")
+    response = await client.get(
+        "/v1/suppressions/export", params={"format": "csv"}, headers=tenant.auth("read")
+    )
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert [(r["address"], r["topic"], r["campaign"]) for r in rows] == [
+        ("'=1+1@example.no", "", "'=1+1+cmd|' /C calc'!A0"),
+        ("'-sum@example.no", "", "' =HYPERLINK(x)"),
+        ("'+4791234568", "", "'\uff1dSUM(A1)"),
+    ]
+    for row in rows:
+        for cell in row.values():
+            assert not cell or cell[0] not in "=+-@\t\r\n\uff1d\uff0b\uff0d\uff20", row
+    assert response.headers["content-type"] == "text/csv; charset=utf-8"  # once

@@ -630,7 +630,7 @@ READS: dict[str, dict[str, tuple[str, ...]]] = {
     "health_daily_counts": {"health_daily": ("tenant_id",)},
     "health_latency_counts": {"health_latency": ("tenant_id",)},
     "health_campaign_rows": {"health_campaigns": ("tenant_id",)},
-    "dashboard_viewer": {"api_keys": ("id", "tenant_id")},
+    "dashboard_session_viewer": {"dashboard_sessions": ("id_hash",), "api_keys": ("id", "tenant_id")},
 }
 _INDEX_SCANS = {"Index Scan", "Index Only Scan", "Bitmap Heap Scan"}
 
@@ -666,7 +666,7 @@ async def test_health_reads_are_index_lookups(
         "health_daily_counts": (tenant.id, date.today()),
         "health_latency_counts": (tenant.id, date.today()),
         "health_campaign_rows": (tenant.id, datetime.now(UTC), 100),
-        "dashboard_viewer": (1, tenant.id),
+        "dashboard_session_viewer": (b"\x00" * 32, datetime.now(UTC)),
     }
     async with db.transaction():
         await db.execute("SET LOCAL enable_seqscan = off")

@@ -170,7 +170,7 @@ async def test_error_report_is_a_downloadable_csv(
     view = await imported(client, tenant, pool, queries, hasher, body)
     response = await client.get(view["error_report"], headers=tenant.auth("read"))
     assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/csv")
+    assert response.headers["content-type"] == "text/csv; charset=utf-8"
     assert "attachment" in response.headers["content-disposition"]
     rows = list(csv.reader(io.StringIO(response.text)))
     assert rows[0] == ["line", "error", "raw"]

@@ -2,23 +2,21 @@
 
 Who may look: a request with a `read` API key as Bearer header, or a browser holding a dashboard
 session cookie. The sign-in form (the only POST that works without a session) exchanges a `read`
-key for that cookie: HMAC-signed claims (key id, tenant, expiry; never the key), HttpOnly,
-SameSite=Strict, Secure and `__Host-` prefixed when SUPPRESS_PUBLIC_URL is https. Every request
-re-checks that the key still exists and is not revoked. Nothing on the dashboard changes state
-except signing in and out, and those POSTs are refused when the browser says they come from
+key for that cookie: a random session id (never the key), HttpOnly, SameSite=Strict, Secure and
+`__Host-` prefixed when SUPPRESS_PUBLIC_URL is https. Sessions live server-side
+(`sessions.DashboardSessionStore`): every request looks the session up, so signing out ends it for
+every copy of the cookie and revoking the key ends its sessions. Sign-in attempts are limited per
+client address (`ratelimit.LoginLimiter`: 429 with Retry-After). Nothing on the dashboard changes
+state except signing in and out, and those POSTs are refused when the browser says they come from
 another site (Origin / Sec-Fetch-Site).
 """
 
 from __future__ import annotations
 
-import binascii
-import hashlib
-import hmac
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import Cookie
 from litestar.enums import MediaType
@@ -28,65 +26,31 @@ from suppress.api.auth import caller
 from suppress.api.dashboard_pages import campaigns_csv, dashboard_page, login_page
 from suppress.api.health import health_service
 from suppress.api.pages import SECURITY_HEADERS
-from suppress.config import derive_key
-from suppress.cursors import b64url, unb64url
 from suppress.errors import Forbidden, NotAuthenticated
 from suppress.health import DEFAULT_DAYS, MAX_CAMPAIGNS, MAX_DAYS, Viewer
+from suppress.ratelimit import LoginLimiter
+from suppress.sessions import SESSION_SECONDS, DashboardSessionStore
+from suppress.spreadsheets import CSV_MEDIA_TYPE
 from suppress.tenants import Authenticator
 
-SESSION_KEY_PURPOSE = "suppress dashboard sessions v1"
-SESSION_SECONDS = 8 * 3600
+__all__ = ["SESSION_SECONDS", "DashboardSessions", "routes"]
+
 DASHBOARD = "/dashboard"
 LOGIN = "/dashboard/login"
-_MAX_COOKIE = 512
 # The pages' own forms must carry their Origin (a no-referrer policy would send `Origin: null`).
 HEADERS = {**SECURITY_HEADERS, "Referrer-Policy": "same-origin"}
 
 DaysParam = Annotated[int, QueryParameter(ge=1, le=MAX_DAYS, description="UTC days back, today included")]
 
 
-class SessionClaims(msgspec.Struct, frozen=True, array_like=True):
-    """What a session cookie says (signed): the key it was opened with, its tenant, its expiry."""
-
-    key_id: int
-    tenant_id: int
-    expires: int
-
-
 class DashboardSessions:
-    """Issues and verifies the dashboard's session cookie."""
+    """The dashboard's session cookie over the server-side sessions, and the sign-in limiter."""
 
-    def __init__(self, secret: str, *, secure: bool) -> None:
-        self._key = derive_key(secret, SESSION_KEY_PURPOSE)
+    def __init__(self, store: DashboardSessionStore, limiter: LoginLimiter, *, secure: bool) -> None:
+        self.store = store
+        self.limiter = limiter
         self.secure = secure
         self.cookie_name = "__Host-suppress_dashboard" if secure else "suppress_dashboard"
-
-    def _mac(self, payload: bytes) -> bytes:
-        return hmac.new(self._key, payload, hashlib.sha256).digest()
-
-    def issue(self, viewer: Viewer, now: datetime) -> str:
-        """A signed cookie value for this viewer, valid for SESSION_SECONDS."""
-        claims = SessionClaims(viewer.key_id, viewer.tenant_id, int(now.timestamp()) + SESSION_SECONDS)
-        payload = msgspec.json.encode(claims)
-        return f"v1.{b64url(payload)}.{b64url(self._mac(payload))}"
-
-    def verify(self, value: str, now: datetime) -> SessionClaims | None:
-        """The claims of a genuine, unexpired cookie; None for anything else."""
-        if len(value) > _MAX_COOKIE:
-            return None
-        version, _, rest = value.partition(".")
-        payload_text, _, mac_text = rest.partition(".")
-        try:
-            payload, mac = unb64url(payload_text), unb64url(mac_text)
-        except (binascii.Error, ValueError):
-            return None
-        if version != "v1" or not hmac.compare_digest(mac, self._mac(payload)):
-            return None
-        try:
-            claims = msgspec.json.decode(payload, type=SessionClaims)
-        except msgspec.DecodeError:
-            return None
-        return claims if claims.expires > now.timestamp() else None
 
     def cookie(self, value: str) -> Cookie:
         return Cookie(
@@ -116,8 +80,19 @@ def _sessions(request: Request[Any, Any, Any]) -> DashboardSessions:
     return sessions
 
 
-def _html(content: str, status: int = 200, cookies: list[Cookie] | None = None) -> Response[str]:
-    return Response(content, status_code=status, media_type=MediaType.HTML, headers=HEADERS, cookies=cookies)
+def _html(
+    content: str,
+    status: int = 200,
+    cookies: list[Cookie] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[str]:
+    return Response(
+        content,
+        status_code=status,
+        media_type=MediaType.HTML,
+        headers={**HEADERS, **(headers or {})},
+        cookies=cookies,
+    )
 
 
 def _redirect(location: str, cookies: list[Cookie] | None = None) -> Response[str]:
@@ -138,10 +113,8 @@ async def _viewer(request: Request[Any, Any, Any], now: datetime) -> tuple[Viewe
             key_id=principal.key_id, tenant_id=principal.tenant_id, tenant_name=principal.tenant_name
         ), False
     raw = request.cookies.get(_sessions(request).cookie_name)
-    claims = _sessions(request).verify(raw, now) if raw else None
-    if claims is None:
-        return None, False
-    return await health_service(request).viewer(claims.key_id, claims.tenant_id), True
+    viewer = await _sessions(request).store.viewer(raw, now) if raw else None
+    return viewer, viewer is not None
 
 
 def _same_site(request: Request[Any, Any, Any]) -> bool:
@@ -185,7 +158,7 @@ async def campaigns_download(
     filename = f"campaigns-{now:%Y%m%d}.csv"
     return Response(
         "\ufeff" + campaigns_csv(report.campaigns),  # the BOM makes spreadsheets read UTF-8
-        media_type="text/csv; charset=utf-8",
+        media_type=CSV_MEDIA_TYPE,
         headers={
             **HEADERS,
             "Content-Disposition": f'attachment; filename="{filename}"',
@@ -207,6 +180,13 @@ async def show_login(request: Request[Any, Any, Any]) -> Response[str]:
 async def login(request: Request[Any, Any, Any]) -> Response[str]:
     if not _same_site(request):
         return _html(login_page("This sign-in came from another site and was refused."), 403)
+    sessions = _sessions(request)
+    client = request.client.host if request.client else None
+    wait = await sessions.limiter.take(client)
+    if wait is not None:
+        minutes = max(1, -(-wait // 60))
+        message = f"Too many sign-in attempts from your address. Try again in {minutes} minute(s)."
+        return _html(login_page(message), 429, headers={"Retry-After": str(wait)})
     form = await request.form()
     api_key = form.get("api_key")
     authenticator: Authenticator = request.app.state.authenticator
@@ -219,16 +199,21 @@ async def login(request: Request[Any, Any, Any]) -> Response[str]:
         return _html(login_page("That API key is not valid."), 401)
     except Forbidden:
         return _html(login_page("That API key lacks the read scope."), 403)
-    sessions = _sessions(request)
+    await sessions.limiter.give_back(client)
     viewer = Viewer(key_id=principal.key_id, tenant_id=principal.tenant_id, tenant_name=principal.tenant_name)
-    return _redirect(DASHBOARD, [sessions.cookie(sessions.issue(viewer, datetime.now(UTC)))])
+    session_id = await sessions.store.open(viewer, datetime.now(UTC))
+    return _redirect(DASHBOARD, [sessions.cookie(session_id)])
 
 
 @post("/dashboard/logout", summary="Sign out of the dashboard", tags=["dashboard"], include_in_schema=False)
 async def logout(request: Request[Any, Any, Any]) -> Response[str]:
     if not _same_site(request):
         return _html(login_page("This request came from another site and was refused."), 403)
-    return _redirect(LOGIN, [_sessions(request).clear()])
+    sessions = _sessions(request)
+    raw = request.cookies.get(sessions.cookie_name)
+    if raw:
+        await sessions.store.end(raw)  # every copy of the cookie stops working
+    return _redirect(LOGIN, [sessions.clear()])
 
 
 routes = [show_dashboard, campaigns_download, show_login, login, logout]

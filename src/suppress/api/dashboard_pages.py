@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from html import escape
@@ -26,7 +24,7 @@ from suppress.health import (
     HealthReport,
 )
 from suppress.models import CHANNELS, REASONS
-from suppress.spreadsheets import inert_cell
+from suppress.spreadsheets import CsvWriter
 
 PERIODS = (7, 30, 90, 365)
 CHANNEL_NAMES = {"email": "Email", "sms": "SMS"}
@@ -596,21 +594,26 @@ def _activity(report: HealthReport) -> str:
 
 
 def campaigns_csv(campaigns: Sequence[CampaignHealth]) -> str:
-    """The campaign table as CSV (RFC 4180 quoting, CRLF line ends)."""
+    """The campaign table as CSV (the one CSV writer: quoted text, inert cells, CRLF line ends)."""
     extra = sorted({r for c in campaigns for r in c.denied} - set(DENIAL_REASONS))
     reasons = [*DENIAL_REASONS, *extra]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(
-        ["campaign", "checked", "allowed", "denied", *(f"denied_{r}" for r in reasons),
-         "unsubscribed", "unsubscribe_rate", "complained", "complaint_rate", "alert", "alert_reasons"]
-    )  # fmt: skip
-    for c in campaigns:
-        writer.writerow(
-            [inert_cell(c.campaign), c.checked, c.allowed, sum(c.denied.values()),
-             *(c.denied.get(r, 0) for r in reasons), c.unsubscribed,
-             "" if c.unsubscribe_rate is None else repr(c.unsubscribe_rate), c.complained,
-             "" if c.complaint_rate is None else repr(c.complaint_rate), c.alert,
-             " ".join(c.alert_reasons)]
-        )  # fmt: skip
-    return out.getvalue()
+    header = ["campaign", "checked", "allowed", "denied", *(f"denied_{r}" for r in reasons),
+              "unsubscribed", "unsubscribe_rate", "complained", "complaint_rate", "alert",
+              "alert_reasons"]  # fmt: skip
+    rows = (
+        [
+            c.campaign,
+            c.checked,
+            c.allowed,
+            sum(c.denied.values()),
+            *(c.denied.get(r, 0) for r in reasons),
+            c.unsubscribed,
+            c.unsubscribe_rate,
+            c.complained,
+            c.complaint_rate,
+            c.alert,
+            " ".join(c.alert_reasons),
+        ]
+        for c in campaigns
+    )
+    return CsvWriter().rows([header, *rows])

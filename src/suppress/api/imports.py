@@ -18,6 +18,7 @@ from suppress.imports.exports import MEDIA_TYPES, ExportFormat, export_suppressi
 from suppress.imports.records import ImportFormat, ImportKind, ImportOptions, ProviderList
 from suppress.imports.uploads import Imports, ImportView, UploadTooLarge
 from suppress.models import Channel, SuppressionReason
+from suppress.spreadsheets import CSV_MEDIA_TYPE
 from suppress.tenants import Principal
 
 # Room for multipart headers and boundaries on top of the file itself.
@@ -159,7 +160,7 @@ async def import_errors(
     rows = await imports.error_report(principal.tenant_id, import_id)
     return Stream(
         rows,
-        media_type="text/csv; charset=utf-8",
+        media_type=CSV_MEDIA_TYPE,
         headers={"Content-Disposition": f'attachment; filename="import-{import_id}-errors.csv"'},
     )
 

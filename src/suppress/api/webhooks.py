@@ -20,7 +20,10 @@ from suppress.webhooks import DeliveryPage, DeliveryStatus, NewWebhook, Webhook,
     tags=["webhooks"],
     description="Every ledger event of the kinds in `events` (absent = every kind) is POSTed to `url` "
     "as JSON, signed in the `Suppress-Signature` header, and retried with exponential backoff. The "
-    "response holds the signing `secret`: it is shown only here. Needs `admin`.",
+    "response holds the signing `secret`: it is shown only here. `url` must point at the public "
+    "internet: a host that is, or resolves to, a loopback, private, link-local, CGNAT, multicast, "
+    "reserved or unspecified address (in any notation), or a special-use name, is a 422 with code "
+    "`non_public_url`; deliveries check the resolved address again. Needs `admin`.",
     guards=[requires("admin")],
 )
 async def register_webhook(
@@ -62,7 +65,7 @@ async def disable_webhook(
     tags=["webhooks"],
     description="Each delivery is one event for this webhook: `pending` (retrying), `delivered` (a 2xx "
     "answer), `failed` (attempts used up) or `cancelled` (the webhook was disabled). Each attempt "
-    "shows its time, HTTP status or error, and duration. Needs `read`.",
+    "shows its time, HTTP status or error category, and duration. Needs `read`.",
     guards=[requires("read")],
 )
 async def list_deliveries(

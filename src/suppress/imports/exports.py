@@ -8,8 +8,6 @@ PIECE_BYTES that the HTTP layer sends as they are ready. The CSV has the columns
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Literal
@@ -17,14 +15,14 @@ from typing import Literal
 import asyncpg
 import msgspec
 
-from suppress.spreadsheets import inert_cell
+from suppress.spreadsheets import CSV_MEDIA_TYPE, CsvWriter
 from suppress.sql import Queries
 
 ExportFormat = Literal["csv", "ndjson"]
 COLUMNS = ("channel", "address", "reason", "topic", "since", "expires_at", "campaign", "note")
 PREFETCH = 2000
 PIECE_BYTES = 64 * 1024
-MEDIA_TYPES: dict[str, str] = {"csv": "text/csv; charset=utf-8", "ndjson": "application/x-ndjson"}
+MEDIA_TYPES: dict[str, str] = {"csv": CSV_MEDIA_TYPE, "ndjson": "application/x-ndjson"}
 
 _Encoder = Callable[["asyncpg.Record | None"], bytes]
 
@@ -68,29 +66,23 @@ async def export_suppressions(
 
 
 def _csv_encoder() -> _Encoder:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer = CsvWriter()
 
     def encode(row: asyncpg.Record | None) -> bytes:
         if row is None:
-            writer.writerow(COLUMNS)
-        else:
-            writer.writerow(
-                [
-                    row["channel"],
-                    row["address"],
-                    row["reason"],
-                    row["topic"] or "",
-                    row["since"].isoformat(),
-                    row["expires_at"].isoformat() if row["expires_at"] else "",
-                    row["campaign"] or "",
-                    inert_cell(row["note"] or ""),
-                ]
-            )
-        text = buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-        return text.encode()
+            return writer.row(COLUMNS).encode()
+        return writer.row(
+            [
+                row["channel"],
+                row["address"],
+                row["reason"],
+                row["topic"],
+                row["since"].isoformat(),
+                row["expires_at"].isoformat() if row["expires_at"] else None,
+                row["campaign"],
+                row["note"],
+            ]
+        ).encode()
 
     return encode
 

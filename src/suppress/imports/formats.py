@@ -35,6 +35,7 @@ from suppress.imports.records import (
     RowError,
     own_record,
 )
+from suppress.spreadsheets import plain_cell
 
 MAX_OBJECT = 64 * 1024
 MAX_HEADER_LINE = 64 * 1024
@@ -320,6 +321,8 @@ class Reader:
             return self._error(
                 line, f"{len(row)} fields where the header has {len(columns)}", lines.text_since(mark)
             )
+        if self.options.format == "csv":  # our own exports: the formula guard comes off again
+            row = [plain_cell(v) for v in row]
         fields = {c: v for c, v in zip(columns, row, strict=False) if c is not None and v != ""}
         return self._record(line, fields, lines.text_since(mark))
 

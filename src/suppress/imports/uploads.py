@@ -10,9 +10,7 @@ that failed, by line.
 from __future__ import annotations
 
 import codecs
-import csv
 import hashlib
-import io
 import logging
 from collections.abc import AsyncIterable, AsyncIterator
 from datetime import datetime
@@ -29,7 +27,7 @@ from suppress.imports.formats import Lines, NeedMore, Reader
 from suppress.imports.records import PROVIDER_FORMATS, PROVIDER_LISTS, FormatError, ImportOptions
 from suppress.imports.runs import CHUNK_BYTES, import_job_id
 from suppress.models import CHANNELS, SUPPRESSION_REASONS, TopicName
-from suppress.spreadsheets import inert_cell
+from suppress.spreadsheets import CsvWriter
 from suppress.sql import Queries
 
 log = logging.getLogger(__name__)
@@ -223,17 +221,13 @@ class Imports:
         return self._error_rows(tenant_id, import_id, page)
 
     async def _error_rows(self, tenant_id: int, import_id: int, page: int) -> AsyncIterator[bytes]:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\r\n")
-        writer.writerow(["line", "error", "raw"])
+        writer = CsvWriter()
+        header = writer.row(["line", "error", "raw"])
         after = -1
         while True:
             rows = await self._pool.fetch(self._q.import_errors_page, tenant_id, import_id, page, after)
-            for r in rows:
-                writer.writerow([r["line"], inert_cell(r["message"]), inert_cell(r["raw"] or "")])
-            yield buffer.getvalue().encode()
-            buffer.seek(0)
-            buffer.truncate()
+            yield (header + writer.rows([r["line"], r["message"], r["raw"]] for r in rows)).encode()
+            header = ""
             if len(rows) < page:
                 return
             after = rows[-1]["ordinal"]

@@ -12,6 +12,7 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
+from suppress.outbound import public_client
 from suppress.providers.model import ProviderRejected
 
 USER_AGENT: Final = "suppress-providers"
@@ -36,13 +37,13 @@ class UrlFetcher(Protocol):
 
 
 class HttpsFetcher:
-    """The production fetcher: verified TLS, no redirects, a short timeout, a small body."""
+    """The production fetcher: public addresses only, verified TLS, no redirects, a short timeout,
+    a small body."""
 
     def __init__(self, *, timeout: float = 5.0, max_bytes: int = MAX_RESPONSE_BYTES) -> None:
         self._max_bytes = max_bytes
-        self._client = httpx.AsyncClient(
-            timeout=timeout, follow_redirects=False, headers={"User-Agent": USER_AGENT}
-        )
+        # The URLs are pinned to Amazon's SNS hosts; the address filter is the second line.
+        self._client = public_client(allow_private=False, timeout=timeout, headers={"User-Agent": USER_AGENT})
 
     async def fetch(self, url: str) -> bytes:
         try:

@@ -183,6 +183,7 @@ def service_env(stores: Stores, public_url: str = "http://127.0.0.1") -> dict[st
         SUPPRESS_SECRET=SECRET,
         SUPPRESS_PUBLIC_URL=public_url,
         SUPPRESS_ALLOW_HTTP_WEBHOOKS="1",
+        SUPPRESS_WEBHOOK_ALLOW_PRIVATE_TARGETS="1",  # the receivers listen on 127.0.0.1
         SUPPRESS_LOG_LEVEL="INFO",
     )
     return env

@@ -21,6 +21,7 @@ the details.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
@@ -222,8 +223,7 @@ class _VerbatimHeader(str):
     name: str
 
     def __new__(cls, name: str, value: str) -> _VerbatimHeader:
-        if "\r" in value or "\n" in value:
-            raise StampError(f"{name} must be one line")
+        _refuse_control_characters(name, value)
         header = super().__new__(cls, value)
         header.name = name
         return header
@@ -232,33 +232,63 @@ class _VerbatimHeader(str):
         return f"{self.name}: {self}{policy.linesep}"
 
 
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+
+
+def _refuse_control_characters(name: str, value: str, *, allowed: str = "") -> None:
+    """A header value with a control character (NUL, VT, CR, LF, TAB, ESC, DEL, C1, ...) could
+    split or smuggle headers, or be read differently by each mail system on the way."""
+    for ch in value:
+        if (ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F) and ch not in allowed:
+            raise StampError(f"{name} holds the control character U+{ord(ch):04X}")
+
+
+def _sole_recipient(message: EmailMessage | Message) -> str:
+    """The one address the message is for; StampError when it goes to nobody yet, to several
+    people, or to anyone by Cc or Bcc (each of them would get the checked recipient's link)."""
+    for name, value in message.raw_items():  # as stored: parsing would turn some into spaces
+        if name.lower() in ("to", "cc", "bcc"):  # folding (a line break before a blank) is fine
+            _refuse_control_characters(name, _FOLD.sub("", str(value)), allowed="\t")
+    for name in ("Cc", "Bcc"):
+        if any(address for _, address in getaddresses(message.get_all(name, []))):
+            raise StampError(f"the message has {name} recipients: each would get this recipient's link")
+    values = message.get_all("To", [])
+    if not values:
+        raise StampError("the message has no To header: set it to the checked recipient before stamping")
+    to = [address.strip() for _, address in getaddresses(values)]
+    if len(to) != 1 or not to[0]:
+        listed = ", ".join(a for a in to if a) or "nobody"
+        raise StampError(f"the message must be addressed to exactly one recipient, not {listed}")
+    return to[0]
+
+
 def stamp(
     message: EmailMessage | Message, result: CheckResult, *, check_recipient: bool = True
 ) -> EmailMessage | Message:
     """Add the result's `List-Unsubscribe` and `List-Unsubscribe-Post` (RFC 8058) to `message`.
 
-    Refuses (StampError) a denied result, and — unless `check_recipient` is false — a message whose
-    To header does not name the checked recipient: another person's link would let them
-    unsubscribe someone else. An allowed result without headers (transactional, SMS) leaves the
-    message as it is. Headers already present are replaced. Returns the message.
+    Refuses (StampError) a denied result; a value holding a control character; and — unless
+    `check_recipient` is false — a message that is not addressed to exactly the checked recipient:
+    one address in To, that recipient, no Cc or Bcc. Anyone else who got the message could use the
+    link to unsubscribe the recipient. An allowed result without headers (transactional, SMS)
+    leaves the message as it is. Headers already present are replaced. Returns the message.
     """
     if not result.allowed:
         raise StampError(f"refusing to stamp a denied recipient ({result.recipient}: {result.reason})")
     if result.list_unsubscribe is None:
         return message
+    unsubscribe = _VerbatimHeader("List-Unsubscribe", result.list_unsubscribe)
+    post = _VerbatimHeader("List-Unsubscribe-Post", result.list_unsubscribe_post or ONE_CLICK)
     if check_recipient:
-        to = [address.strip().lower() for _, address in getaddresses(message.get_all("To", [])) if address]
-        if to and result.recipient.strip().lower() not in to:
-            addressed = ", ".join(to)
+        addressed = _sole_recipient(message)
+        if addressed.lower() != result.recipient.strip().lower():
             raise StampError(
                 f"the message is addressed to {addressed}, not to the checked recipient {result.recipient}"
             )
     del message["List-Unsubscribe"]
     del message["List-Unsubscribe-Post"]
-    message["List-Unsubscribe"] = _VerbatimHeader("List-Unsubscribe", result.list_unsubscribe)
-    message["List-Unsubscribe-Post"] = _VerbatimHeader(
-        "List-Unsubscribe-Post", result.list_unsubscribe_post or ONE_CLICK
-    )
+    message["List-Unsubscribe"] = unsubscribe
+    message["List-Unsubscribe-Post"] = post
     return message
 
 
