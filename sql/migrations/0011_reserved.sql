@@ -1,0 +1,2 @@
+-- Reserved: migration 0011 belongs to a change developed alongside this one. This file only keeps
+-- the sequence without a gap until that change is merged; it is then replaced by it.
