@@ -14,7 +14,7 @@ from suppress.consents import ConsentWrites
 from suppress.customers import CustomerWrites
 from suppress.decisions import load_state
 from suppress.models import Basis, Channel, Reason
-from suppress.policy import MessageContext, active_suppressions, decide
+from suppress.policy import MessageContext, RecipientState, active_suppressions, decide
 from suppress.tenants import Principal
 from suppress.topics import TopicWrites
 
@@ -46,6 +46,10 @@ class RecipientView(msgspec.Struct, frozen=True, kw_only=True):
 
 class Recipients(TopicWrites, ConsentWrites, CustomerWrites):
     """The write side of the service and the recipient view."""
+
+    async def state(self, principal: Principal, channel: str, address_hash: bytes) -> RecipientState | None:
+        """A recipient's decision input, as the check reads it; None when nothing is known."""
+        return await load_state(self._pool, self._q, principal.tenant_id, channel, address_hash)
 
     async def explain(
         self,
