@@ -6,17 +6,23 @@ to it, before or after."""
 from __future__ import annotations
 
 import asyncio
+import itertools
+import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from suppress.addresses import AddressHasher
 from suppress.imports.runs import run_import
-from suppress.intents import CustomerIntent, ObjectionIntent
+from suppress.intents import ConsentIntent, CustomerIntent, Intent, ObjectionIntent, SuppressIntent
 from suppress.sql import Queries
+from suppress.tenants import create_api_key, create_tenant
 from suppress.writes import Writer, lock, recipients_of, rewrite, write_transaction
 from tests.conftest import Tenant, post_json
 from tests.support import consent, customer, decision, topic
@@ -239,3 +245,115 @@ async def test_an_objection_reaches_a_link_committed_while_it_waited(
     result = await objection
     assert result.changed and result.addresses == 2
     assert await decision(client, tenant, "race-b@example.no", topic="offers") == (False, None, "objected")
+
+
+# -- the recipient view and the check agree, on random states ----------------------------------------
+
+REASONS = ("unsubscribed", "complained", "hard_bounced", "soft_bounced", "manual")
+SCOPES = (None, "news", "offers")  # news: no soft opt-in; offers: soft opt-in
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> dict[str, Any]:
+    """A recipient's history, with times in days before now (expiries: days after, or before)."""
+    linked = draw(st.booleans())
+    return {
+        "channel": draw(st.sampled_from(["email", "sms"])),
+        "validity": draw(st.none() | st.sampled_from([1, 30, 365])),
+        "consents": draw(
+            st.lists(
+                st.tuples(st.sampled_from(SCOPES), st.booleans(), st.integers(0, 400)),
+                max_size=3,
+                unique_by=lambda c: c[0],
+            )
+        ),
+        "customer": draw(
+            st.tuples(st.sampled_from(["purchase", "agreement_started"]), st.integers(0, 800), st.booleans())
+        )
+        if linked
+        else None,
+        "suppressions": draw(
+            st.lists(
+                st.tuples(st.sampled_from(REASONS), st.sampled_from(SCOPES), st.integers(-5, 5)),
+                max_size=2,
+            )
+        ),
+        "objected": draw(st.none() | st.integers(0, 400)) if linked else None,
+    }
+
+
+async def write_history(
+    writer: Writer, tenant_id: int, topic_ids: dict[str | None, int], digest: bytes, address: str,
+    history: dict[str, Any], now: datetime,
+) -> None:  # fmt: skip
+    """The history through the one write path (any times, as imports and providers may give them)."""
+    channel, ref = history["channel"], f"C-{digest.hex()[:16]}"
+    intents: list[Intent] = []
+    if history["customer"] is not None:
+        event, ago, collected = history["customer"]
+        intents.append(
+            CustomerIntent(customer_ref=ref, channel=channel, address_hash=digest, address=address,
+                           collected_in_sale=collected, event=event, at=now - timedelta(days=ago),
+                           source="test", actor=None)
+        )  # fmt: skip
+    for scope, partners, ago in history["consents"]:
+        intents.append(
+            ConsentIntent(channel=channel, address_hash=digest, address=address, topic_id=topic_ids[scope],
+                          granted_at=now - timedelta(days=ago), source="test", actor=None, partners=partners)
+        )  # fmt: skip
+    for reason, scope, days in history["suppressions"]:
+        lapses = reason in ("soft_bounced", "manual")
+        intents.append(
+            SuppressIntent(channel=channel, address_hash=digest, address=address,
+                           topic_id=topic_ids[scope] if reason == "unsubscribed" else 0, reason=reason,
+                           occurred_at=now - timedelta(days=6), source="test", actor=None,
+                           expires_at=now + timedelta(days=days, minutes=1) if lapses else None)
+        )  # fmt: skip
+    await writer.apply(tenant_id, intents)
+    if history["objected"] is not None:
+        at = now - timedelta(days=history["objected"], hours=1)
+        objection = ObjectionIntent(customer_ref=ref, objected=True, at=at, source="test", actor=None)
+        assert (await writer.object_customer(tenant_id, objection)).changed
+
+
+@pytest.fixture(scope="module")
+async def agreeing(db: asyncpg.Connection, queries: Queries) -> tuple[Tenant, dict[str | None, int]]:
+    """One tenant for every example (each writes to addresses of its own), with the two topics."""
+    name = f"tenant-{secrets.token_hex(4)}"
+    admin = await create_tenant(db, queries, name)
+    made = Tenant(id=admin.tenant_id, name=name, keys={"admin": admin.api_key})
+    for scope in ("check", "read"):
+        made.keys[scope] = (await create_api_key(db, queries, admin.tenant_id, [scope])).api_key
+    topic_ids: dict[str | None, int] = {None: 0}
+    for name_, soft in (("news", False), ("offers", True)):
+        topic_ids[name_] = await db.fetchval(
+            "INSERT INTO topics (tenant_id, name, soft_opt_in) VALUES ($1, $2, $3) RETURNING id",
+            made.id, name_, soft,
+        )  # fmt: skip
+    return made, topic_ids
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(history=histories())
+async def test_the_recipient_view_decides_as_the_check_does(
+    client: Client,
+    pool: asyncpg.Pool,
+    queries: Queries,
+    hasher: AddressHasher,
+    agreeing: tuple[Tenant, dict[str | None, int]],
+    history: dict[str, Any],
+) -> None:
+    tenant, topic_ids = agreeing
+    n = next(_numbers)
+    channel = history["channel"]
+    address = f"prop{n}@example.no" if channel == "email" else f"+479{n:07d}"
+    await set_validity(client, tenant, history["validity"])
+    await write_history(Writer(pool, queries), tenant.id, topic_ids, hasher.hash(channel, address), address,
+                        history, datetime.now(UTC))  # fmt: skip
+    body = await view(client, tenant, address, channel)
+    for scope in SCOPES:
+        checked = await decision(client, tenant, address, channel=channel, topic=scope)
+        assert shown(body, scope) == checked, (scope, history)
+
+
+_numbers = itertools.count(1)
