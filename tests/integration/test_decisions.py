@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import os
 import secrets
+import tempfile
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -22,6 +26,7 @@ from suppress.addresses import AddressHasher
 from suppress.decisions import recipient_decision
 from suppress.imports.runs import run_import
 from suppress.intents import ConsentIntent, CustomerIntent, Intent, ObjectionIntent, SuppressIntent
+from suppress.migrate import migrate, migration_files
 from suppress.sql import Queries
 from suppress.tenants import create_api_key, create_tenant
 from suppress.writes import Writer, lock, recipients_of, rewrite, write_transaction
@@ -393,3 +398,63 @@ async def test_openapi_documents_the_objection_and_its_lift(client: Client) -> N
     assert schema["components"]["schemas"]["LiftObjectionIn"]["required"] == ["note"]
     reasons = schema["components"]["schemas"]["CheckResult"]["properties"]["reason"]
     assert "objected" in str(reasons)
+
+
+async def test_the_migration_carries_objections_and_consent_times_over(server_database_url: str) -> None:
+    """Objections recorded before (as `objected` events per address) become the customer's, and
+    reach its addresses; the projection learns when each consent was given."""
+    name = f"suppress_decisions_migration_{os.getpid()}"
+    admin = await asyncpg.connect(server_database_url)
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    conn = await asyncpg.connect(server_database_url.rsplit("/", 1)[0] + "/" + name)
+    try:
+        files = migration_files()
+        [ours] = [version for version, file_name, _ in files if file_name == "decision_inputs"]
+        with tempfile.TemporaryDirectory() as before:
+            for version, _, path in files:
+                if version < ours:
+                    (Path(before) / path.name).write_text(path.read_text())
+            await migrate(conn, Path(before))
+        tenant_id = await conn.fetchval("INSERT INTO tenants (name) VALUES ('old') RETURNING id")
+        objected = datetime(2026, 3, 1, tzinfo=UTC)
+        granted = datetime(2026, 2, 1, tzinfo=UTC)
+        await conn.execute(
+            "INSERT INTO customers (tenant_id, customer_ref) VALUES ($1, 'OLD-1'), ($1, 'OLD-2')", tenant_id
+        )
+        for n, ref in ((1, "OLD-1"), (2, "OLD-1"), (3, "OLD-2")):
+            digest = bytes([n]) * 32
+            await conn.execute(
+                "INSERT INTO recipients (tenant_id, channel, address_hash, consent_topics) VALUES ($1, 'email', $2, '{0}')",
+                tenant_id, digest,
+            )  # fmt: skip
+            await conn.execute(
+                "INSERT INTO customer_addresses (tenant_id, customer_ref, channel, address_hash, collected_in_sale) "
+                "VALUES ($1, $2, 'email', $3, true)",
+                tenant_id, ref, digest,
+            )  # fmt: skip
+            await conn.execute(
+                "INSERT INTO consents (tenant_id, channel, address_hash, topic_id, source, granted_at, event_id) "
+                "VALUES ($1, 'email', $2, 0, 'form', $3, $4)",
+                tenant_id, digest, granted, n,
+            )  # fmt: skip
+        await conn.execute(
+            """INSERT INTO events (tenant_id, channel, address_hash, kind, source, occurred_at, data)
+               VALUES ($1, 'email', $2, 'objected', 'api', $3, $4)""",
+            tenant_id, bytes([1]) * 32, objected, json.dumps({"customer_ref": "OLD-1", "via": "objection"}),
+        )  # fmt: skip
+        await migrate(conn)
+        customers = dict(await conn.fetch("SELECT customer_ref, objected_at FROM customers ORDER BY 1"))
+        assert customers == {"OLD-1": objected, "OLD-2": None}
+        rows = await conn.fetch(
+            "SELECT address_hash, objected_at, consent_granted FROM recipients ORDER BY 1"
+        )
+        assert [(r["objected_at"], r["consent_granted"]) for r in rows] == [
+            (objected, [granted]),
+            (objected, [granted]),
+            (None, [granted]),
+        ]
+    finally:
+        await conn.close()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
