@@ -112,7 +112,8 @@ async def test_an_objection_covers_addresses_linked_after_it(client: Client, ten
                 None,
                 "objected",
             ), (address, topic_name)
-        assert shown(await view(client, tenant, address, channel), "offers") == (False, None, "objected")
+        body = await view(client, tenant, address, channel)
+        assert shown(body, "offers") == (False, None, "objected") and body["objected_at"] is not None
     # a receipt is no direct marketing: an objection does not stop it
     assert await decision(client, tenant, "second@example.no", purpose="transactional") == (
         True,
