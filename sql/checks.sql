@@ -15,14 +15,20 @@ SELECT (SELECT id FROM topic) AS topic_id,
                 (SELECT id FROM campaigns WHERE tenant_id = $1 AND name = $3)) AS campaign_id;
 
 -- name: recipient_states
--- The decision inputs of every known recipient in a batch (array of address hashes in, one trip).
--- Column order matches policy.RecipientState after the hash; an empty array comes back as NULL
--- (a NULL decodes several times faster than an empty array, and most of these arrays are empty).
+-- The decision input of each known recipient of a batch (array of address hashes in, one trip):
+-- the one statement every reader of a recipient's state uses (suppress.decisions.state_of builds
+-- the state). Column order matches policy.RecipientState after the hash; an empty array comes
+-- back as NULL (a NULL decodes several times faster than an empty array, and most of these arrays
+-- are empty). The consents' times are only read when one can lapse (the tenant has a consent
+-- validity) or the customer objected; otherwise they are never compared.
 SELECT address_hash, nullif(suppression_reasons, '{}'), nullif(suppression_expires, '{}'),
        nullif(unsubscribed_topics, '{}'), nullif(consent_topics, '{}'),
        nullif(partner_consent_topics, '{}'), collected_in_sale, agreement_open,
        last_purchase_at, restricted_at IS NOT NULL AS restricted, erased_at IS NOT NULL AS erased,
-       nullif(consent_expires, '{}')
+       CASE WHEN objected_at IS NOT NULL
+                 OR (SELECT consent_validity_days FROM tenants WHERE id = $1) IS NOT NULL
+            THEN nullif(consent_granted, '{}') END,
+       objected_at
 FROM recipients
 WHERE tenant_id = $1 AND channel = $2 AND address_hash = ANY($3::bytea[]);
 

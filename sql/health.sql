@@ -121,6 +121,7 @@ SELECT id FROM tenants ORDER BY id;
 -- What a tenant's snapshot needs besides the recipients: its policy settings, its topics (as a
 -- JSON array of {id, name, soft_opt_in}) and the UTC day of the previous campaign refresh.
 SELECT t.relationship_window_days, t.soft_opt_in_without_topic, t.transactional_blocked_by,
+       t.consent_validity_days,
        (SELECT coalesce(jsonb_agg(jsonb_build_object('id', id, 'name', name, 'soft_opt_in', soft_opt_in)
                                   ORDER BY name), '[]')
         FROM topics WHERE tenant_id = t.id) AS topics,
@@ -136,7 +137,11 @@ WHERE t.id = $1;
 -- now minus the relationship window, by NULL before it), so recipients in one group decide alike
 -- and policy.decide() runs once per group. lapses_on: the UTC day a customer relationship (no
 -- open agreement) lapses, last purchase + $4 seconds (the window), when the purchase lies in
--- [$3, $5), i.e. it lapses within the horizon. Per row only comparisons with parameters.
+-- [$3, $5), i.e. it lapses within the horizon. The consents' times and the objection are
+-- compared with $6 = now minus the tenant's consent validity (NULL: consents never lapse) and with
+-- each other: an objection becomes $6 + 1 day when after $6, $6 - 1 day when not (now without a
+-- validity), and a consent time the stand-in on the same side of both (see decide()). Per row only
+-- comparisons with parameters and within the row.
 SELECT r.channel,
        r.suppression_reasons,
        CASE WHEN cardinality(r.suppression_expires) = 0 THEN r.suppression_expires
@@ -146,11 +151,26 @@ SELECT r.channel,
        END AS suppression_expires,
        r.unsubscribed_topics,
        r.consent_topics,
-       CASE WHEN cardinality(r.consent_expires) = 0 THEN r.consent_expires
-            ELSE ARRAY(SELECT CASE WHEN x.until IS NULL THEN NULL
-                                   WHEN x.until > $2 THEN $2 + interval '1 day' ELSE $2 END
-                       FROM unnest(r.consent_expires) WITH ORDINALITY AS x(until, i) ORDER BY x.i)
-       END AS consent_expires,
+       CASE WHEN cardinality(r.consent_granted) = 0 OR (r.objected_at IS NULL AND $6::timestamptz IS NULL)
+                 THEN '{}'::timestamptz[]  -- never compared: decide() reads them only in those cases
+            ELSE ARRAY(SELECT CASE
+                           WHEN $6 IS NULL THEN CASE WHEN x.granted > r.objected_at THEN $2 + interval '1 day'
+                                                     ELSE $2 END
+                           WHEN r.objected_at IS NULL THEN CASE WHEN x.granted > $6 THEN $6 + interval '1 day'
+                                                                ELSE $6 END
+                           WHEN r.objected_at > $6 THEN CASE WHEN x.granted > r.objected_at THEN $6 + interval '2 days'
+                                                             WHEN x.granted > $6 THEN $6 + interval '1 day'
+                                                             ELSE $6 END
+                           ELSE CASE WHEN x.granted > $6 THEN $6 + interval '1 day'
+                                     WHEN x.granted > r.objected_at THEN $6
+                                     ELSE $6 - interval '1 day' END
+                       END
+                       FROM unnest(r.consent_granted) WITH ORDINALITY AS x(granted, i) ORDER BY x.i)
+       END AS consent_granted,
+       CASE WHEN r.objected_at IS NULL THEN NULL
+            WHEN $6::timestamptz IS NULL THEN $2
+            WHEN r.objected_at > $6 THEN $6 + interval '1 day'
+            ELSE $6 - interval '1 day' END AS objected_at,
        r.partner_consent_topics,
        r.collected_in_sale,
        r.agreement_open,
@@ -164,7 +184,7 @@ SELECT r.channel,
        count(*) AS recipients
 FROM recipients r
 WHERE r.tenant_id = $1
-GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13;
+GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14;
 
 -- name: prefer_hash_aggregate
 -- For the rest of this transaction: group with a hash table. The planner cannot know that the

@@ -1,9 +1,10 @@
--- name: recipient_state
--- One recipient's projection row (NULL row when nothing is known).
-SELECT address, created_at, updated_at, suppression_reasons, suppression_expires, unsubscribed_topics,
-       consent_topics, partner_consent_topics, collected_in_sale, agreement_open, last_purchase_at,
-       restricted_at, erased_at
-FROM recipients WHERE tenant_id = $1 AND channel = $2 AND address_hash = $3;
+-- name: decision_context
+-- What a decision needs besides the recipient: the tenant's decision settings and, for topic $2
+-- (NULL = none), its soft opt-in flag (NULL when the tenant has no such topic).
+SELECT t.relationship_window_days, t.soft_opt_in_without_topic, t.transactional_blocked_by,
+       t.consent_validity_days,
+       (SELECT soft_opt_in FROM topics WHERE tenant_id = t.id AND id = $2) AS topic_soft_opt_in
+FROM tenants t WHERE t.id = $1;
 
 -- name: recipient_events
 -- One recipient's ledger, oldest first, at most $4 events (the newest ones).
@@ -34,7 +35,8 @@ SELECT
      WHERE s.tenant_id = $1 AND s.channel = $2 AND s.address_hash = $3) AS suppressions,
     (SELECT coalesce(jsonb_agg(jsonb_build_object(
                 'customer_ref', ca.customer_ref, 'collected_in_sale', ca.collected_in_sale,
-                'agreement_open', cu.agreement_open, 'last_purchase_at', cu.last_purchase_at)
+                'agreement_open', cu.agreement_open, 'last_purchase_at', cu.last_purchase_at,
+                'objected_at', cu.objected_at)
             ORDER BY ca.customer_ref), '[]')
      FROM customer_addresses ca JOIN customers cu USING (tenant_id, customer_ref)
      WHERE ca.tenant_id = $1 AND ca.channel = $2 AND ca.address_hash = $3) AS customers;

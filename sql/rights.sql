@@ -83,14 +83,15 @@ ORDER BY ca.channel, r.address;
 
 -- name: customer_by_ref
 -- One customer row.
-SELECT customer_ref, agreement_open, agreement_started_at, agreement_ended_at, last_purchase_at, created_at
+SELECT customer_ref, agreement_open, agreement_started_at, agreement_ended_at, last_purchase_at, created_at,
+       objected_at
 FROM customers WHERE tenant_id = $1 AND customer_ref = $2;
 
 -- name: recipient_export_row
 -- The whole projection row of one recipient, for an access request.
 SELECT address, created_at, updated_at, suppression_reasons, suppression_expires, unsubscribed_topics,
-       consent_topics, partner_consent_topics, consent_expires, collected_in_sale, agreement_open,
-       last_purchase_at, restricted_at, restriction_note, erased_at
+       consent_topics, partner_consent_topics, consent_granted, collected_in_sale, agreement_open,
+       last_purchase_at, restricted_at, restriction_note, erased_at, objected_at
 FROM recipients WHERE tenant_id = $1 AND channel = $2 AND address_hash = $3;
 
 -- name: scrub_stored_copies

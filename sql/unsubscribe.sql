@@ -5,7 +5,7 @@
 -- topic unsubscribe made (JSON objects by topic id), and the latest unsubscribe made through link
 -- $4 that is still in force ({id, topic_id} or NULL: what an undo would reverse).
 SELECT t.name, t.display_name, t.consent_notice, t.relationship_window_days, t.soft_opt_in_without_topic,
-       t.transactional_blocked_by, r.address,
+       t.transactional_blocked_by, t.consent_validity_days, r.address,
        (SELECT coalesce(jsonb_agg(jsonb_build_object('id', p.id, 'name', p.name, 'soft_opt_in', p.soft_opt_in,
                                                      'display', p.display) ORDER BY p.name), '[]')
         FROM topics p WHERE p.tenant_id = t.id) AS topics,

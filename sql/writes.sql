@@ -19,18 +19,21 @@ WHERE r.erased_at IS NULL AND excluded.address IS NOT NULL AND excluded.address 
 -- name: rewrite_projection
 -- Recompute the derived decision columns of these recipients from the rows they come from:
 -- suppressions (global reasons and expiries, topic unsubscribes), consents, and customer links
--- (a relationship counts only through links collected in a sale). $2, $3 parallel arrays: channel,
--- hash. Restriction, erasure and the address are set by their own intents, not derived.
+-- (a relationship counts only through links collected in a sale; an objection of any linked
+-- customer, GDPR Art. 21, reaches the address whenever it is linked, before or after the objection).
+-- $2, $3 parallel arrays: channel, hash. Restriction, erasure and the address are set by their own
+-- intents, not derived. Consent validity is not stored: decide() applies the tenant's setting.
 UPDATE recipients r
 SET suppression_reasons = coalesce(g.reasons, '{}'),
     suppression_expires = coalesce(g.expires, '{}'),
     unsubscribed_topics = coalesce(g.topics, '{}'),
     consent_topics = coalesce(k.topics, '{}'),
     partner_consent_topics = coalesce(k.partner_topics, '{}'),
-    consent_expires = coalesce(k.expires, '{}'),
+    consent_granted = coalesce(k.granted, '{}'),
     collected_in_sale = coalesce(c.collected, false),
     agreement_open = coalesce(c.open, false),
     last_purchase_at = c.last_purchase,
+    objected_at = c.objected,
     updated_at = now()
 FROM unnest($2::text[], $3::bytea[]) AS i(channel, address_hash)
 CROSS JOIN LATERAL (
@@ -45,15 +48,15 @@ CROSS JOIN LATERAL (
 CROSS JOIN LATERAL (
     SELECT array_agg(k.topic_id ORDER BY k.topic_id) AS topics,
            array_agg(k.topic_id ORDER BY k.topic_id) FILTER (WHERE k.partners) AS partner_topics,
-           CASE WHEN bool_and(k.expires_at IS NULL) THEN '{}'::timestamptz[]
-                ELSE array_agg(k.expires_at ORDER BY k.topic_id) END AS expires
+           array_agg(k.granted_at ORDER BY k.topic_id) AS granted
     FROM consents k
     WHERE k.tenant_id = $1 AND k.channel = i.channel AND k.address_hash = i.address_hash
 ) k
 CROSS JOIN LATERAL (
     SELECT bool_or(ca.collected_in_sale) AS collected,
            bool_or(ca.collected_in_sale AND cu.agreement_open) AS open,
-           max(cu.last_purchase_at) FILTER (WHERE ca.collected_in_sale) AS last_purchase
+           max(cu.last_purchase_at) FILTER (WHERE ca.collected_in_sale) AS last_purchase,
+           max(cu.objected_at) AS objected
     FROM customer_addresses ca
     JOIN customers cu USING (tenant_id, customer_ref)
     WHERE ca.tenant_id = $1 AND ca.channel = i.channel AND ca.address_hash = i.address_hash
@@ -61,11 +64,12 @@ CROSS JOIN LATERAL (
 WHERE r.tenant_id = $1 AND r.channel = i.channel AND r.address_hash = i.address_hash
   -- a write that changed nothing (a repeated unsubscribe, say) leaves the row as it is
   AND (r.suppression_reasons, r.suppression_expires, r.unsubscribed_topics, r.consent_topics,
-       r.partner_consent_topics, r.consent_expires, r.collected_in_sale, r.agreement_open, r.last_purchase_at)
+       r.partner_consent_topics, r.consent_granted, r.collected_in_sale, r.agreement_open, r.last_purchase_at,
+       r.objected_at)
       IS DISTINCT FROM
       (coalesce(g.reasons, '{}'), coalesce(g.expires, '{}'), coalesce(g.topics, '{}'), coalesce(k.topics, '{}'),
-       coalesce(k.partner_topics, '{}'), coalesce(k.expires, '{}'), coalesce(c.collected, false),
-       coalesce(c.open, false), c.last_purchase);
+       coalesce(k.partner_topics, '{}'), coalesce(k.granted, '{}'), coalesce(c.collected, false),
+       coalesce(c.open, false), c.last_purchase, c.objected);
 
 -- name: apply_suppressions
 -- Suppress intents: for each row, unless `only if new` and the same reason is already in force at
@@ -213,10 +217,9 @@ WITH input AS (
     RETURNING t.n, s.created_at
 ), restored AS (
     INSERT INTO consents (tenant_id, channel, address_hash, topic_id, partners, source, notice_version,
-                          evidence, granted_at, event_id, expires_at)
+                          evidence, granted_at, event_id)
     SELECT $1, c.channel, c.address_hash, coalesce(c.topic_id, 0), coalesce((c.data ->> 'partners')::boolean, false),
-           c.source, c.data ->> 'notice_version', coalesce(c.personal -> 'evidence', '{}'), c.occurred_at, c.id,
-           (c.data ->> 'expires_at')::timestamptz
+           c.source, c.data ->> 'notice_version', coalesce(c.personal -> 'evidence', '{}'), c.occurred_at, c.id
     FROM target t
     JOIN lifted l USING (n)
     CROSS JOIN LATERAL jsonb_array_elements_text(coalesce(t.unsubscribe -> 'consents_ended_events', '[]')) AS x(id)
@@ -250,7 +253,8 @@ ORDER BY x.n;
 -- Consent intents: record each consent with its evidence, unless the recipient was erased (refused)
 -- or, with `only if new`, the same consent is already recorded (unchanged). A consent lifts an
 -- `unsubscribed` suppression of the same scope that it postdates (a person-initiated re-opt-in,
--- with its own event). The consent lapses after the tenant's consent_validity_days when set.
+-- with its own event). Whether it has lapsed is decided when it is read, under the tenant's
+-- consent validity then (policy.decide), so nothing about its end is stored.
 -- $2..$13 parallel arrays: intent number, channel, hash, topic id (0 = all), partners, source, notice
 -- version, evidence (JSON text), granted at, actor, event data (JSON text), only if new, the event's
 -- personal fields besides the evidence (JSON text or NULL).
@@ -261,10 +265,6 @@ WITH input AS (
                          $14::text[])
         AS i(n, channel, address_hash, topic_id, partners, source, notice_version, evidence, granted_at,
              actor, data, only_if_new, personal)
-), validity AS (
-    SELECT CASE WHEN consent_validity_days IS NULL THEN NULL::interval
-                ELSE make_interval(days => consent_validity_days) END AS span
-    FROM tenants WHERE id = $1
 ), checked AS (
     SELECT i.*, x.erased, x.recorded FROM input i
     CROSS JOIN LATERAL (
@@ -280,8 +280,7 @@ WITH input AS (
         OFFSET 0
     ) x
 ), fresh AS (
-    SELECT c.*, c.granted_at + (SELECT span FROM validity) AS expires_at,
-           nextval(pg_get_serial_sequence('events', 'id')) AS event_id
+    SELECT c.*, nextval(pg_get_serial_sequence('events', 'id')) AS event_id
     FROM checked c WHERE NOT c.erased AND NOT c.recorded
 ), lifted AS (
     DELETE FROM suppressions s
@@ -304,8 +303,7 @@ WITH input AS (
     OVERRIDING SYSTEM VALUE
     SELECT f.event_id, $1, f.channel, f.address_hash, 'consent_given', nullif(f.topic_id, 0), f.source, f.actor,
            f.granted_at,
-           f.data::jsonb || jsonb_build_object('partners', f.partners, 'notice_version', f.notice_version,
-                                               'expires_at', f.expires_at),
+           f.data::jsonb || jsonb_build_object('partners', f.partners, 'notice_version', f.notice_version),
            jsonb_build_object('evidence', f.evidence::jsonb) || coalesce(f.personal::jsonb, '{}')
     FROM fresh f
     UNION ALL
@@ -317,14 +315,13 @@ WITH input AS (
     RETURNING 1
 ), saved AS (
     INSERT INTO consents AS k (tenant_id, channel, address_hash, topic_id, partners, source,
-                               notice_version, evidence, granted_at, event_id, expires_at)
+                               notice_version, evidence, granted_at, event_id)
     SELECT $1, f.channel, f.address_hash, f.topic_id, f.partners, f.source, f.notice_version,
-           f.evidence::jsonb, f.granted_at, f.event_id, f.expires_at
+           f.evidence::jsonb, f.granted_at, f.event_id
     FROM fresh f
     ON CONFLICT (tenant_id, channel, address_hash, topic_id) DO UPDATE
     SET partners = excluded.partners, source = excluded.source, notice_version = excluded.notice_version,
-        evidence = excluded.evidence, granted_at = excluded.granted_at, event_id = excluded.event_id,
-        expires_at = excluded.expires_at
+        evidence = excluded.evidence, granted_at = excluded.granted_at, event_id = excluded.event_id
     RETURNING 1
 )
 SELECT c.n,
@@ -419,3 +416,33 @@ RETURNING customer_ref, agreement_open, last_purchase_at;
 -- Every recipient linked to these customers ($2, an array): the keys a customer-wide write locks.
 SELECT DISTINCT channel, address_hash FROM customer_addresses
 WHERE tenant_id = $1 AND customer_ref = ANY($2::text[]);
+
+-- name: apply_objection
+-- An objection to direct marketing (GDPR Art. 21) recorded on the customer, or lifted ($3 objected?
+-- false = an admin's lift): sets or clears customers.objected_at and appends one event per address
+-- linked now (`objected` / `objection_lifted`, the customer ref and note as personal fields).
+-- Addresses linked later are covered through rewrite_projection, which reads the customer.
+-- $2 customer ref, $4 at, $5 source, $6 actor, $7 the event's personal fields (JSON text).
+-- Returns whether the customer changed (false: no such customer, or a lift of no objection) and the
+-- event ids. The caller then reads the customer's links again (customer_recipients, a new snapshot
+-- taken after this statement locked the customer, so a link committed meanwhile is in it) and
+-- rewrites their projection.
+WITH customer AS (
+    UPDATE customers c SET objected_at = CASE WHEN $3::boolean THEN $4::timestamptz END
+    WHERE c.tenant_id = $1 AND c.customer_ref = $2 AND ($3::boolean OR c.objected_at IS NOT NULL)
+    RETURNING c.customer_ref
+), linked AS (
+    SELECT ca.channel, ca.address_hash, nextval(pg_get_serial_sequence('events', 'id')) AS event_id
+    FROM customer_addresses ca JOIN customer USING (customer_ref)
+    WHERE ca.tenant_id = $1
+), ev AS (
+    INSERT INTO events (id, tenant_id, channel, address_hash, kind, source, actor, occurred_at, data, personal)
+    OVERRIDING SYSTEM VALUE
+    SELECT l.event_id, $1, l.channel, l.address_hash, CASE WHEN $3 THEN 'objected' ELSE 'objection_lifted' END,
+           $5, $6, $4, '{}'::jsonb, $7::jsonb
+    FROM linked l
+    RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM customer) AS changed,
+       coalesce((SELECT array_agg(event_id ORDER BY event_id) FROM linked), '{}') AS event_ids,
+       (SELECT count(*) FROM ev) AS events;

@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Annotated, Any, cast
+from typing import Annotated, cast
 
 import asyncpg
 import msgspec
@@ -39,15 +39,10 @@ from msgspec import Meta
 
 from suppress import metrics
 from suppress.addresses import AddressHasher, normalise
+from suppress.decisions import state_of
 from suppress.errors import BatchTooLarge, InvalidInput, UnknownTopic
 from suppress.models import Basis, CampaignName, Channel, Offer, Purpose, Reason, TopicName
-from suppress.policy import (
-    DENY,
-    Decision,
-    MessageContext,
-    RecipientState,
-    decide,
-)
+from suppress.policy import DENY, Decision, MessageContext, decide
 from suppress.sql import Queries
 from suppress.tenants import Principal
 from suppress.tokens import TokenClaims, TokenKeyring
@@ -287,11 +282,6 @@ def _gc_paused() -> Iterator[None]:
         gc.enable()
 
 
-# A NULL array column (the lookup returns NULL for an empty array: cheaper to decode) stands for
-# this list, which nothing ever mutates.
-_EMPTY: list[Any] = []
-
-
 class _Batch:
     """One request's results, filled in as its lookup rows arrive, with everything the loops read.
 
@@ -429,7 +419,6 @@ class _Batch:
 
     def decide_rows(self, rows: list[asyncpg.Record]) -> None:
         """Decide the recipients these lookup rows belong to."""
-        empty = _EMPTY
         policy, message, now = self.policy, self.message, self.now
         recipients, results, first, repeats = self.recipients, self.results, self.first, self.repeats
         wants_link, is_email, base, mint = self.wants_link, self.is_email, self.base, self.mint
@@ -441,24 +430,7 @@ class _Batch:
         seen = earliest.get
         for row in rows:
             digest = row[0]
-            decision = decide(
-                policy,
-                message,
-                RecipientState(
-                    row[1] or empty,
-                    row[2] or empty,
-                    row[3] or empty,
-                    row[4] or empty,
-                    row[5] or empty,
-                    row[6],
-                    row[7],
-                    row[8],
-                    row[9],
-                    row[10],
-                    row[11] or empty,
-                ),
-                now,
-            )
+            decision = decide(policy, message, state_of(row), now)
             counted(decision)
             position = first[digest]
             if seen(decision, position + 1) > position:

@@ -54,6 +54,7 @@ SUPPRESSED_REASONS: tuple[str, ...] = (
     "unsubscribed",
     "manual",
     "soft_bounced",
+    "objected",
 )
 # Lower bounds (seconds) of the unsubscribe-latency buckets; bucket i is [b[i], b[i + 1]), the last
 # is open. Stored by index: only ever append (a change would reinterpret stored counts).
@@ -119,6 +120,7 @@ class Suppressed(msgspec.Struct, frozen=True, kw_only=True):
     unsubscribed: int = 0
     manual: int = 0
     soft_bounced: int = 0
+    objected: int = 0  # the customer objected to direct marketing (GDPR Art. 21)
     total: int = 0
 
 

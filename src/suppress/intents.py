@@ -131,6 +131,23 @@ class SoftBounceIntent(msgspec.Struct, frozen=True, kw_only=True):
     recheck: bool = False
 
 
+class ObjectionIntent(msgspec.Struct, frozen=True, kw_only=True):
+    """A customer's objection to direct marketing (GDPR Art. 21), or an admin's lift of it.
+
+    A fact about the customer, not about one address: it covers every address linked to the
+    customer, before or after it, on every channel and topic (`Writer.object_customer`). Only an
+    admin's lift with a note (`objected=False`) or the person's own later consent, for that
+    consent's scope (policy.decide), ends it.
+    """
+
+    customer_ref: str
+    objected: bool
+    at: datetime
+    source: str
+    actor: str | None
+    note: str | None = None
+
+
 Intent = SuppressIntent | LiftIntent | UndoIntent | ConsentIntent | CustomerIntent | SoftBounceIntent
 
 
@@ -184,3 +201,9 @@ def check_consent(
         raise RuleBroken("this tenant requires notice_version on every consent (what the person was told)")
     if evidence and len(_encode(evidence)) > MAX_EVIDENCE_BYTES:
         raise RuleBroken(f"evidence is larger than {MAX_EVIDENCE_BYTES} bytes as JSON")
+
+
+def check_objection(intent: ObjectionIntent) -> None:
+    """Lifting an objection is an admin's deliberate act: it needs a note saying why."""
+    if not intent.objected and not (intent.note and intent.note.strip()):
+        raise RuleBroken("lifting an objection needs a note saying why (e.g. the person's written request)")

@@ -16,7 +16,8 @@ SuppressionReason = Literal["unsubscribed", "complained", "hard_bounced", "soft_
 # What DELETE /v1/suppressions can lift: any reason, including an erasure (admin, with a note).
 LiftableReason = Literal[SuppressionReason, "erased"]
 # Why a check denies a recipient, in the order reports list them.
-Reason = Literal["invalid_address", SuppressionReason, "erased", "restricted", "no_basis"]
+# `objected`: the customer objected to direct marketing (GDPR Art. 21), on every linked address.
+Reason = Literal["invalid_address", SuppressionReason, "erased", "restricted", "objected", "no_basis"]
 Scope = Literal["check", "write", "read", "admin"]
 CustomerEvent = Literal["purchase", "agreement_started", "agreement_ended"]
 

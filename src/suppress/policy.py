@@ -9,11 +9,17 @@ match wins:
 4. transactional                         -> deny only for the tenant's blocking reasons
                                             (default hard_bounced), else allow basis transactional
 5. active global suppression             -> deny with its reason
-6. topic given and unsubscribed from it  -> deny unsubscribed
-7. consent covering channel + topic (and partner offers when offer = partner) -> allow consent
-8. own offer, topic allows soft opt-in, address collected in a sale, relationship active
+6. the customer objected (GDPR Art. 21) and no consent given after the objection covers this
+   message                               -> deny objected
+7. topic given and unsubscribed from it  -> deny unsubscribed
+8. consent covering channel + topic (and partner offers when offer = partner) -> allow consent
+9. own offer, topic allows soft opt-in, address collected in a sale, relationship active
                                          -> allow customer_relationship
-9. otherwise                             -> deny no_basis
+10. otherwise                            -> deny no_basis
+
+A consent is in force while the tenant's consent validity (days after it was given, under the
+setting in force now) has not run out, and, when the customer objected, only when given after the
+objection (the person's own later consent ends the objection for that consent's scope).
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ class TenantPolicy(msgspec.Struct, frozen=True, kw_only=True):
     relationship_window_days: int = 365
     soft_opt_in_without_topic: bool = False
     transactional_blocked_by: frozenset[str] = frozenset({"hard_bounced"})
+    #: consents lapse this many days after they were given (None: never); applied when deciding
+    consent_validity_days: int | None = None
 
 
 class MessageContext(msgspec.Struct, frozen=True, kw_only=True):
@@ -67,8 +75,11 @@ class RecipientState(msgspec.Struct, frozen=True):
     last_purchase_at: datetime | None = None
     restricted: bool = False
     erased: bool = False
-    # parallel to consent_topics: when each consent lapses (None = never); empty = none lapse
-    consent_expires: list[datetime | None] = msgspec.field(default_factory=list)
+    # parallel to consent_topics: when each consent was given (read only when a consent can lapse
+    # or the customer objected, so a reader may leave it empty otherwise)
+    consent_granted: list[datetime] = msgspec.field(default_factory=list)
+    # the latest objection (GDPR Art. 21) of a customer this address is linked to
+    objected_at: datetime | None = None
 
 
 class Decision(msgspec.Struct, frozen=True):
@@ -117,15 +128,30 @@ def _covers(topics: list[int], topic_id: int | None) -> bool:
     return topic_id is not None and topic_id in topics
 
 
-def active_consents(state: RecipientState, now: datetime) -> list[int]:
-    """The topics (0 = all) of the consents in force at `now`: lapsed ones no longer count."""
-    if not any(state.consent_expires):
+def active_consents(state: RecipientState, policy: TenantPolicy, now: datetime) -> list[int]:
+    """The topics (0 = all) of the consents in force at `now`: lapsed ones (by the tenant's validity
+    now) and, when the customer objected, ones given before the objection no longer count."""
+    validity, objected = policy.consent_validity_days, state.objected_at
+    if validity is None and objected is None:
         return state.consent_topics
+    # given after this instant (exclusive) = in force; None when nothing bounds it
+    lapsed_by = now - timedelta(days=validity) if validity is not None else None
+    after = lapsed_by if objected is None else objected if lapsed_by is None else max(lapsed_by, objected)
+    # zip_longest: a consent without its time counts as given long ago, so a malformed row fails safe
     return [
         topic
-        for topic, until in zip_longest(state.consent_topics, state.consent_expires)
-        if topic is not None and (until is None or until > now)
+        for topic, granted in zip_longest(state.consent_topics, state.consent_granted)
+        if topic is not None and granted is not None and after is not None and granted > after
     ]
+
+
+def _consented(state: RecipientState, consents: list[int], message: MessageContext) -> bool:
+    """A consent in force covers the message's topic (and names partner offers for a partner one)."""
+    topic_id = message.topic_id
+    return _covers(consents, topic_id) and (
+        message.offer == "own"
+        or _covers([t for t in state.partner_consent_topics if t in consents], topic_id)
+    )
 
 
 def decide(
@@ -154,13 +180,14 @@ def decide(
     if suppressed:
         return DENY[suppressed[0]]
     topic_id = message.topic_id
+    consents = state.consent_topics
+    if consents and (policy.consent_validity_days is not None or state.objected_at is not None):
+        consents = active_consents(state, policy, now)
+    if state.objected_at is not None and not _consented(state, consents, message):
+        return DENY["objected"]
     if topic_id is not None and topic_id in state.unsubscribed_topics:
         return DENY["unsubscribed"]
-    consents = active_consents(state, now) if state.consent_expires else state.consent_topics
-    if _covers(consents, topic_id) and (
-        message.offer == "own"
-        or _covers([t for t in state.partner_consent_topics if t in consents], topic_id)
-    ):
+    if consents and _consented(state, consents, message):
         return ALLOW_CONSENT
     soft_opt_in = message.topic_soft_opt_in if topic_id is not None else policy.soft_opt_in_without_topic
     if (

@@ -1,9 +1,9 @@
 """What the recipient's page shows: per topic, whether a message on it would be allowed to this
 person now, on which basis or why not, in the tenant's own words for the topic.
 
-The answer per topic comes from the decision engine (`policy.decide`) over the same recipient state
-the pre-send check reads (`recipient_states`), through one function, `topic_decisions`: the page can
-never tick a topic a check would deny.
+The answer per topic comes from the decision engine (`policy.decide`) over the same decision input
+the pre-send check reads (`suppress.decisions`), through one function, `topic_decisions`: the page
+can never tick a topic a check would deny.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from suppress.decisions import Reader, load_state, tenant_policy
 from suppress.models import Basis, Channel, Reason
 from suppress.policy import (
     ALL_TOPICS,
@@ -97,25 +98,10 @@ def topic_decisions(
 
 
 async def recipient_state(
-    conn: Any, queries: Queries, tenant_id: int, channel: str, digest: bytes
+    conn: Reader, queries: Queries, tenant_id: int, channel: str, digest: bytes
 ) -> RecipientState | None:
-    """The recipient's decision inputs, read with the check's own statement (None: nothing known)."""
-    rows = await conn.fetch(queries.recipient_states, tenant_id, channel, [digest])
-    if not rows:
-        return None
-    r = rows[0]
-    return RecipientState(
-        r[1] or [], r[2] or [], r[3] or [], r[4] or [], r[5] or [], r[6], r[7], r[8], r[9], r[10], r[11] or []
-    )
-
-
-def tenant_policy(row: Any) -> TenantPolicy:
-    """The decision settings of the tenant row `recipient_page` returns."""
-    return TenantPolicy(
-        relationship_window_days=row["relationship_window_days"],
-        soft_opt_in_without_topic=row["soft_opt_in_without_topic"],
-        transactional_blocked_by=frozenset(row["transactional_blocked_by"]),
-    )
+    """The recipient's decision input, loaded as every other reader loads it (None: nothing known)."""
+    return await load_state(conn, queries, tenant_id, channel, digest)
 
 
 def _times(raw: dict[str, str] | None) -> dict[int, datetime]:

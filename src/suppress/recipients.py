@@ -12,6 +12,7 @@ import msgspec
 
 from suppress.consents import ConsentWrites
 from suppress.customers import CustomerWrites
+from suppress.decisions import load_state
 from suppress.models import Basis, Channel, Reason
 from suppress.policy import MessageContext, RecipientState, active_suppressions, decide
 from suppress.tenants import Principal
@@ -34,6 +35,8 @@ class RecipientView(msgspec.Struct, frozen=True, kw_only=True):
     marketing: list[DecisionView]
     restricted: bool = False
     erased: bool = False
+    #: the latest objection (GDPR Art. 21) of a customer linked to this address, if any
+    objected_at: datetime | None = None
     active_suppressions: list[str] = msgspec.field(default_factory=list)
     consents: list[dict[str, Any]] = msgspec.field(default_factory=list)
     suppressions: list[dict[str, Any]] = msgspec.field(default_factory=list)
@@ -43,6 +46,10 @@ class RecipientView(msgspec.Struct, frozen=True, kw_only=True):
 
 class Recipients(TopicWrites, ConsentWrites, CustomerWrites):
     """The write side of the service and the recipient view."""
+
+    async def state(self, principal: Principal, channel: str, address_hash: bytes) -> RecipientState | None:
+        """A recipient's decision input, as the check reads it; None when nothing is known."""
+        return await load_state(self._pool, self._q, principal.tenant_id, channel, address_hash)
 
     async def explain(
         self,
@@ -57,27 +64,14 @@ class Recipients(TopicWrites, ConsentWrites, CustomerWrites):
         normalised, digest = self.key(principal, channel, raw_address)
         args = (principal.tenant_id, channel, digest)
         async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(self._q.recipient_state, *args)
+            # the decision input exactly as the check reads it (suppress.decisions)
+            state = await load_state(conn, self._q, *args)
             topics = await conn.fetch(self._q.list_topics, principal.tenant_id)
-            if row is None:
+            if state is None:
                 details, history = None, []
             else:
                 details = await conn.fetchrow(self._q.recipient_details, *args)
                 history = await conn.fetch(self._q.recipient_events, *args, events)
-        state = None
-        if row is not None:
-            state = RecipientState(
-                row["suppression_reasons"],
-                row["suppression_expires"],
-                row["unsubscribed_topics"],
-                row["consent_topics"],
-                row["partner_consent_topics"],
-                row["collected_in_sale"],
-                row["agreement_open"],
-                row["last_purchase_at"],
-                row["restricted_at"] is not None,
-                row["erased_at"] is not None,
-            )
         marketing = []
         for topic_id, topic_name, soft in [(None, None, False)] + [
             (t["id"], t["name"], t["soft_opt_in"]) for t in topics
@@ -95,10 +89,11 @@ class Recipients(TopicWrites, ConsentWrites, CustomerWrites):
         return RecipientView(
             channel=channel,
             address=normalised,
-            known=row is not None,
+            known=state is not None,
             marketing=marketing,
             restricted=bool(state and state.restricted),
             erased=bool(state and state.erased),
+            objected_at=state.objected_at if state else None,
             active_suppressions=active_suppressions(state, now) if state else [],
             consents=details["consents"] if details else [],
             suppressions=details["suppressions"] if details else [],

@@ -5,15 +5,16 @@ suppression (Art. 17 with 17(3)), restriction (Art. 18) and objection to direct 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
 import msgspec
+from msgspec import Meta
 
 from suppress import metrics
 from suppress.effects import enqueue_effects
-from suppress.errors import NotFound
-from suppress.intents import SuppressIntent
+from suppress.errors import InvalidInput, NotFound
+from suppress.intents import ObjectionIntent, RuleBroken, check_objection
 from suppress.ledger import inclusion_proofs
 from suppress.models import Channel, ShortText
 from suppress.queue import Queue
@@ -30,6 +31,12 @@ EXPORT_EVENTS = 1_000_000
 
 class RestrictIn(Inbound, frozen=True):
     note: ShortText | None = None
+
+
+class LiftObjectionIn(Inbound, frozen=True):
+    """Why the objection ends (e.g. the person's written request); kept in the ledger."""
+
+    note: Annotated[str, Meta(min_length=1, max_length=2000)]
 
 
 class RightsResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -232,26 +239,39 @@ class Rights:
     # -- objection -------------------------------------------------------------------------------
 
     async def object(self, principal: Principal, customer_ref: str, now: datetime) -> RightsResult:
-        """Art. 21 objection: every known address of the customer suppressed on every topic, at once."""
-        if await self._pool.fetchrow(self._q.customer_by_ref, principal.tenant_id, customer_ref) is None:
+        """Art. 21 objection, recorded on the customer: every address linked to it, now or later, is
+        denied `objected` for every channel, topic and offer until the person gives a new consent
+        (for that consent's scope) or an admin lifts the objection with a note."""
+        return await self._objection(principal, customer_ref, objected=True, note=None, now=now)
+
+    async def lift_objection(
+        self, principal: Principal, customer_ref: str, note: str, now: datetime
+    ) -> RightsResult:
+        """An admin ends a customer's objection, saying why in `note` (kept in the ledger)."""
+        return await self._objection(principal, customer_ref, objected=False, note=note, now=now)
+
+    async def _objection(
+        self, principal: Principal, customer_ref: str, *, objected: bool, note: str | None, now: datetime
+    ) -> RightsResult:
+        intent = ObjectionIntent(
+            customer_ref=customer_ref,
+            objected=objected,
+            at=now,
+            source="api",
+            actor=principal.actor,
+            note=note,
+        )
+        try:
+            check_objection(intent)
+        except RuleBroken as exc:
+            raise InvalidInput(str(exc)) from None
+        outcome = await self._writer.object_customer(principal.tenant_id, intent)
+        if not outcome.found:
             raise NotFound(f"no customer {customer_ref!r}")
-        keys = await self._customer_keys(principal, customer_ref)
-        intents = [
-            SuppressIntent(
-                channel=channel,
-                address_hash=digest,
-                address=None,
-                topic_id=0,
-                reason="unsubscribed",
-                source="api",
-                actor=principal.actor,
-                occurred_at=now,
-                data={"customer_ref": customer_ref, "via": "objection"},
-                kind="objected",
-            )
-            for channel, digest in sorted(keys)
-        ]
-        applied = await self._writer.apply(principal.tenant_id, intents)
-        event_ids = applied.event_ids
-        metrics.WRITES.labels("objected").inc(len(event_ids))
-        return RightsResult(customer_ref=customer_ref, event_ids=event_ids, addresses=len(keys))
+        metrics.WRITES.labels("objected" if objected else "objection_lifted").inc()
+        return RightsResult(
+            customer_ref=customer_ref,
+            event_ids=outcome.event_ids,
+            addresses=outcome.addresses,
+            changed=outcome.changed,
+        )

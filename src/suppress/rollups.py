@@ -25,6 +25,7 @@ import asyncpg
 import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
+from suppress.decisions import tenant_policy
 from suppress.health import LAPSE_HORIZON_DAYS, LATENCY_BOUNDS, AudienceCount, LapsingCount
 from suppress.models import Channel
 from suppress.policy import MessageContext, RecipientState, TenantPolicy, decide
@@ -144,11 +145,7 @@ async def refresh_tenant(
     inputs = await pool.fetchrow(queries.health_refresh_inputs, tenant_id)
     if inputs is None:
         return None
-    policy = TenantPolicy(
-        relationship_window_days=inputs["relationship_window_days"],
-        soft_opt_in_without_topic=inputs["soft_opt_in_without_topic"],
-        transactional_blocked_by=frozenset(inputs["transactional_blocked_by"]),
-    )
+    policy = tenant_policy(inputs)
     topics = msgspec.convert(inputs["topics"], list[TopicInfo])
     previous: date | None = inputs["checks_through"]
     # From the day before the last refresh: a check counted just before midnight may commit after it.
@@ -165,6 +162,10 @@ async def refresh_tenant(
                 now - window,  # a purchase at or after this keeps the relationship active now
                 window.total_seconds(),
                 now + timedelta(days=LAPSE_HORIZON_DAYS) - window,  # ... and lapses within the horizon
+                # a consent given at or before this has lapsed now (the tenant's validity, as decide())
+                None
+                if policy.consent_validity_days is None
+                else now - timedelta(days=policy.consent_validity_days),
             )
     audience, lapsing = tally_audience(policy, topics, groups, now)
     duration_ms = round((time.perf_counter() - started) * 1000)

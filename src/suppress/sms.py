@@ -23,6 +23,7 @@ from msgspec import Meta
 from suppress import queue
 from suppress.config import ConfigurationError, Settings
 from suppress.consents import ConsentIn
+from suppress.policy import active_suppressions
 from suppress.recipients import Recipients
 from suppress.suppressions import SuppressionIn
 from suppress.tenants import Principal
@@ -166,14 +167,21 @@ class InboundSmsIn(Inbound, frozen=True):
     text: SmsText
 
 
+Ignored = Literal["erased", "complained"]
+
+
 class InboundSmsResult(msgspec.Struct, frozen=True, kw_only=True):
-    """What the text was and what it did; all null when it was no keyword (nothing written)."""
+    """What the text was and what it did; all null when it was no keyword (nothing written).
+
+    `ignored_because`: the number was erased or complained; the keyword was acknowledged and
+    nothing written (a STOP still gets its confirmation, a START no reply at all)."""
 
     keyword: str | None = None
     action: Action | None = None
     language: Language | None = None
     reply: str | None = None
     event_id: int | None = None
+    ignored_because: Ignored | None = None
 
 
 def reply_job_id(tenant_id: int, event_id: int) -> str:
@@ -202,6 +210,9 @@ class SmsInbox:
         found = parse_keyword(sms.text, ambiguous=language_of_region(principal.default_region))
         if found is None:
             return InboundSmsResult()
+        blocked = await self._blocked(principal, address_hash, now)
+        if blocked is not None:
+            return await self._acknowledge(principal, number, address_hash, sms, found, blocked, now)
         evidence = {"text": sms.text, "to": sms.to}
         event_id: int | None = None
         if found.action == "stop":
@@ -226,6 +237,45 @@ class SmsInbox:
             language=found.language,
             reply=reply,
             event_id=event_id,
+        )
+
+    async def _blocked(self, principal: Principal, address_hash: bytes, now: datetime) -> Ignored | None:
+        """Whether the number was erased or complained: then no keyword changes anything (an
+        erased number keeps only its suppression; a START never outweighs a complaint)."""
+        state = await self._recipients.state(principal, "sms", address_hash)
+        if state is None:
+            return None
+        if state.erased:
+            return "erased"
+        if "complained" in active_suppressions(state, now):
+            return "complained"
+        return None
+
+    async def _acknowledge(
+        self,
+        principal: Principal,
+        number: str,
+        address_hash: bytes,
+        sms: InboundSmsIn,
+        found: Keyword,
+        blocked: Ignored,
+        now: datetime,
+    ) -> InboundSmsResult:
+        """A keyword from an erased or complained number: 200 and nothing written. A STOP or HELP is
+        answered as usual (the number gets no marketing either way); a START gets no reply, since
+        no subscription follows from it."""
+        reply = None
+        if found.action != "start":
+            reply = reply_text(found.action, found.language, principal.tenant_name)
+            job_id = help_job_id(principal.tenant_id, address_hash, found.keyword, now)
+            await self._enqueue_reply(principal.tenant_id, number, sms.to.strip(), reply, job_id)
+        log.info("SMS keyword %s from a number that is %s: nothing written", found.keyword, blocked)
+        return InboundSmsResult(
+            keyword=found.keyword,
+            action=found.action,
+            language=found.language,
+            reply=reply,
+            ignored_because=blocked,
         )
 
     async def _enqueue_reply(self, tenant_id: int, to: str, sender_id: str, text: str, job_id: str) -> None:

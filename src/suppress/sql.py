@@ -73,7 +73,7 @@ class Queries:
     topic_by_name: str
     list_topics: str
     # recipients.sql
-    recipient_state: str
+    decision_context: str
     recipient_events: str
     recipient_details: str
     # writes.sql
@@ -86,6 +86,7 @@ class Queries:
     apply_customer_links: str
     apply_customers: str
     customer_recipients: str
+    apply_objection: str
     # suppressions.sql
     clear_erasure: str
     suppressions_at_scope: str

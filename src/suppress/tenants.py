@@ -12,6 +12,7 @@ import asyncpg
 import msgspec
 from msgspec import Meta
 
+from suppress.decisions import tenant_policy
 from suppress.errors import Conflict, Forbidden, InvalidInput, NotAuthenticated, NotFound
 from suppress.models import SCOPES, SuppressionReason
 from suppress.policy import TenantPolicy
@@ -161,11 +162,7 @@ def _principal(row: asyncpg.Record) -> Principal:
         soft_bounce_suppress_days=row["soft_bounce_suppress_days"],
         require_notice_version=row["require_notice_version"],
         consent_validity_days=row["consent_validity_days"],
-        policy=TenantPolicy(
-            relationship_window_days=row["relationship_window_days"],
-            soft_opt_in_without_topic=row["soft_opt_in_without_topic"],
-            transactional_blocked_by=frozenset(row["transactional_blocked_by"]),
-        ),
+        policy=tenant_policy(row),
     )
 
 

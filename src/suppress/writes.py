@@ -31,6 +31,7 @@ from suppress.intents import (
     CustomerIntent,
     Intent,
     LiftIntent,
+    ObjectionIntent,
     SoftBounceIntent,
     SuppressIntent,
     UndoIntent,
@@ -114,6 +115,13 @@ class SoftBounceOutcome(msgspec.Struct, frozen=True, kw_only=True):
     event_id: int | None = None  # the soft_bounced suppression it wrote
 
 
+class ObjectionOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    found: bool  # False: no such customer
+    changed: bool  # False: a lift of a customer that had not objected
+    event_ids: list[int] = msgspec.field(default_factory=list)
+    addresses: int = 0  # recipients linked to the customer, whose projection was rewritten
+
+
 Outcome = SuppressOutcome | LiftOutcome | UndoOutcome | ConsentOutcome | CustomerOutcome | SoftBounceOutcome
 
 
@@ -173,6 +181,51 @@ class Writer:
                 log.warning("write conflict (%s), attempt %d; retrying", type(exc).__name__, attempt)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
+
+    async def object_customer(
+        self, tenant_id: int, intent: ObjectionIntent, *, db_timeout: float | None = None
+    ) -> ObjectionOutcome:
+        """Record (or lift) a customer's objection and rewrite the projection of every recipient
+        linked to it; recipients linked later read it from the customer (rewrite_projection)."""
+        keys = await self._linked(self._pool, tenant_id, intent.customer_ref)
+        # personal fields, outside the sealed line: erasure scrubs them
+        personal = {"customer_ref": intent.customer_ref, **({"note": intent.note} if intent.note else {})}
+
+        async def body(conn: Connection) -> ObjectionOutcome:
+            row = await conn.fetchrow(
+                self._q.apply_objection,
+                tenant_id,
+                intent.customer_ref,
+                intent.objected,
+                intent.at,
+                intent.source,
+                intent.actor,
+                _json(personal).decode(),
+                timeout=db_timeout,
+            )
+            assert row is not None
+            if not row["changed"]:
+                found = await conn.fetchrow(self._q.customer_by_ref, tenant_id, intent.customer_ref)
+                return ObjectionOutcome(found=found is not None, changed=False)
+            # Read after the customer row is locked: a link committed meanwhile is here too.
+            linked = await self._linked(conn, tenant_id, intent.customer_ref)
+            if extra := {k: v for k, v in linked.items() if k not in keys}:
+                # out of key order, so this may deadlock with another writer: then all runs again
+                await lock(conn, self._q, tenant_id, extra, db_timeout=db_timeout)
+                await rewrite(conn, self._q, tenant_id, extra, db_timeout=db_timeout)
+            return ObjectionOutcome(
+                found=True, changed=True, event_ids=list(row["event_ids"]), addresses=len(linked)
+            )
+
+        outcome = await self.run(tenant_id, keys, body, db_timeout=db_timeout)
+        await enqueue_effects(self._queue, tenant_id, outcome.event_ids)
+        return outcome
+
+    async def _linked(
+        self, conn: Connection | asyncpg.Pool, tenant_id: int, customer_ref: str
+    ) -> dict[Key, str | None]:
+        rows = await conn.fetch(self._q.customer_recipients, tenant_id, [customer_ref])
+        return {(r["channel"], bytes(r["address_hash"])): None for r in rows}
 
     async def apply_in(self, conn: Connection, tenant_id: int, intents: Sequence[Intent]) -> Applied:
         """Apply intents inside a transaction that already holds their recipients' locks (the

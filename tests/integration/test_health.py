@@ -237,18 +237,22 @@ async def test_a_real_worker_runs_the_effects_and_the_refresh(
 # -- the snapshot ----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("validity", [None, 30])
 async def test_the_snapshot_decides_exactly_like_the_policy(
-    db: asyncpg.Connection, tenant: Tenant, pool: asyncpg.Pool, queries: Queries
+    db: asyncpg.Connection, tenant: Tenant, pool: asyncpg.Pool, queries: Queries, validity: int | None
 ) -> None:
     """Random projection rows, with every time just before, at and after the lines the decision
-    draws; the snapshot's counts must equal policy.decide() run on each row."""
+    draws (consent validity and objections included); the snapshot's counts must equal
+    policy.decide() run on each row."""
     rng = random.Random(20261129)
     now = datetime.now(UTC).replace(microsecond=123456)
     window = 200
     await db.execute(
-        "UPDATE tenants SET relationship_window_days = $2, soft_opt_in_without_topic = true WHERE id = $1",
+        "UPDATE tenants SET relationship_window_days = $2, soft_opt_in_without_topic = true, "
+        "consent_validity_days = $3 WHERE id = $1",
         tenant.id,
         window,
+        validity,
     )
     soft = await db.fetchval(
         "INSERT INTO topics (tenant_id, name, soft_opt_in) VALUES ($1, 'soft', true) RETURNING id", tenant.id
@@ -267,6 +271,11 @@ async def test_the_snapshot_decides_exactly_like_the_policy(
     line = now - timedelta(days=window)
     purchases = [None, line - DAY, line - timedelta(microseconds=1), line, line + timedelta(days=3), now]
     reasons = ["unsubscribed", "complained", "hard_bounced", "soft_bounced", "manual"]
+    # consents lapse at `lapse` (with a validity); objections and consent times around it and each other
+    lapse = now - timedelta(days=validity or 30)
+    us = timedelta(microseconds=1)
+    objections = [lapse - DAY, lapse - us, lapse, lapse + us, lapse + DAY, now - us]
+    granted = sorted({t + d for t in objections for d in (-us, timedelta(0), us)})
     rows = []
     for i in range(4000):
         chosen = rng.sample(reasons, rng.choice([0, 0, 0, 1, 1, 2]))
@@ -280,7 +289,8 @@ async def test_the_snapshot_decides_exactly_like_the_policy(
                 [rng.choice(edges) for _ in chosen],
                 rng.sample([soft, hard], rng.choice([0, 0, 0, 1])),
                 consent_topics,
-                [rng.choice(edges) for _ in consent_topics] if rng.random() < 0.5 else [],
+                [rng.choice(granted) for _ in consent_topics],
+                rng.choice(objections) if rng.random() < 0.3 else None,
                 [t for t in consent_topics if rng.random() < 0.3],
                 rng.random() < 0.6,
                 rng.random() < 0.15,
@@ -294,14 +304,16 @@ async def test_the_snapshot_decides_exactly_like_the_policy(
         records=rows,
         columns=[
             "tenant_id", "channel", "address_hash", "suppression_reasons", "suppression_expires",
-            "unsubscribed_topics", "consent_topics", "consent_expires", "partner_consent_topics",
+            "unsubscribed_topics", "consent_topics", "consent_granted", "objected_at", "partner_consent_topics",
             "collected_in_sale", "agreement_open", "last_purchase_at", "restricted_at", "erased_at",
         ],
     )  # fmt: skip
     done = await refresh_tenant(pool, queries, tenant.id, now)
     assert done is not None and done.recipients == 4000 and done.groups < 4000
 
-    policy = TenantPolicy(relationship_window_days=window, soft_opt_in_without_topic=True)
+    policy = TenantPolicy(
+        relationship_window_days=window, soft_opt_in_without_topic=True, consent_validity_days=validity
+    )
     messages = {
         None: MessageContext(),
         "soft": MessageContext(topic_id=soft, topic_soft_opt_in=True),
@@ -315,21 +327,22 @@ async def test_the_snapshot_decides_exactly_like_the_policy(
             suppression_expires=r[4],
             unsubscribed_topics=r[5],
             consent_topics=r[6],
-            consent_expires=r[7],
-            partner_consent_topics=r[8],
-            collected_in_sale=r[9],
-            agreement_open=r[10],
-            last_purchase_at=r[11],
-            restricted=r[12] is not None,
-            erased=r[13] is not None,
+            consent_granted=r[7],
+            objected_at=r[8],
+            partner_consent_topics=r[9],
+            collected_in_sale=r[10],
+            agreement_open=r[11],
+            last_purchase_at=r[12],
+            restricted=r[13] is not None,
+            erased=r[14] is not None,
         )
         for name, message in messages.items():
             d = decide(policy, message, state, now)
             expected[(r[1], name, (d.basis if d.allowed else d.reason) or "")] += 1
-        lapses = None if r[11] is None else r[11] + timedelta(days=window)
+        lapses = None if r[12] is None else r[12] + timedelta(days=window)
         if (
-            r[9]
-            and not r[10]
+            r[10]
+            and not r[11]
             and lapses is not None
             and now <= lapses < now + timedelta(days=30)
             and decide(policy, MessageContext(), state, now).allowed
@@ -355,6 +368,9 @@ async def test_the_snapshot_decides_exactly_like_the_policy(
     assert rep.suppressed.sms.complained == expected[("sms", None, "complained")]
     assert [t.topic for t in email.topics] == ["hard", "soft"]
     assert email.topics[0].customer_relationship == 0  # no soft opt-in on `hard`
+    assert rep.suppressed.email.objected == expected[("email", None, "objected")] > 0
+    if validity:  # some consents lapsed, some given after an objection count
+        assert expected[("email", None, "consent")] > 0
 
 
 def test_the_snapshot_reads_every_decision_input_and_policy_setting() -> None:
@@ -363,12 +379,13 @@ def test_the_snapshot_reads_every_decision_input_and_policy_setting() -> None:
     assert set(STATE_FIELDS) == {
         "suppression_reasons", "suppression_expires", "unsubscribed_topics", "consent_topics",
         "partner_consent_topics", "collected_in_sale", "agreement_open", "last_purchase_at",
-        "restricted", "erased", "consent_expires",
+        "restricted", "erased", "consent_granted", "objected_at",
     }  # fmt: skip
     assert set(TenantPolicy.__struct_fields__) == {
         "relationship_window_days",
         "soft_opt_in_without_topic",
         "transactional_blocked_by",
+        "consent_validity_days",
     }
 
 

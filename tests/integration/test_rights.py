@@ -249,15 +249,24 @@ async def test_objection_suppresses_every_address_and_topic(
     await consent(client, tenant, "obj@example.no", partners=True)
     response = await client.post("/v1/customers/OBJ-1/object", headers=tenant.auth("write"))
     assert response.status_code == 200 and response.json()["addresses"] == 2
-    assert await decision(client, tenant, "obj@example.no", topic="news") == (False, None, "unsubscribed")
-    assert await decision(client, tenant, "obj@example.no") == (False, None, "unsubscribed")
+    assert await decision(client, tenant, "obj@example.no", topic="news") == (False, None, "objected")
+    assert await decision(client, tenant, "obj@example.no") == (False, None, "objected")
+    assert await decision(client, tenant, "obj@example.no", offer="partner") == (False, None, "objected")
     assert await decision(client, tenant, "+4790001000", channel="sms", topic="news") == (
         False,
         None,
-        "unsubscribed",
+        "objected",
     )
-    kinds = await db.fetch("SELECT kind FROM events WHERE tenant_id = $1 AND kind = 'objected'", tenant.id)
-    assert len(kinds) == 2
+    kinds = await db.fetch(
+        "SELECT kind, personal FROM events WHERE tenant_id = $1 AND kind = 'objected'", tenant.id
+    )
+    assert len(kinds) == 2 and all("OBJ-1" in k["personal"] for k in kinds)
+    objected_at = await db.fetchval(
+        "SELECT objected_at FROM customers WHERE tenant_id = $1 AND customer_ref = 'OBJ-1'", tenant.id
+    )
+    assert objected_at is not None
+    exported = (await client.get("/v1/customers/OBJ-1/export", headers=tenant.auth("read"))).json()
+    assert exported["customer"]["objected_at"] is not None
     assert (await client.post("/v1/customers/NOPE/object", headers=tenant.auth("write"))).status_code == 404
 
 
@@ -307,17 +316,11 @@ async def test_consents_lapse_after_the_tenant_validity(
     await consent(client, tenant, "fresh@example.no")
     assert await decision(client, tenant, "stale@example.no") == (False, None, "no_basis")
     assert await decision(client, tenant, "fresh@example.no") == (True, "consent", None)
-    expires = await db.fetchval(
-        "SELECT expires_at FROM consents WHERE tenant_id = $1 AND granted_at < now() - interval '1 day'",
+    # nothing about the end is stored: the setting in force when deciding applies
+    await client.patch("/v1/settings", headers=tenant.auth("admin"), json={"consent_validity_days": None})
+    assert await decision(client, tenant, "stale@example.no") == (True, "consent", None)
+    granted = await db.fetchval(
+        "SELECT consent_granted FROM recipients WHERE tenant_id = $1 AND address = 'stale@example.no'",
         tenant.id,
     )
-    assert expires is not None
-    await client.patch("/v1/settings", headers=tenant.auth("admin"), json={"consent_validity_days": None})
-    await consent(client, tenant, "forever@example.no")
-    assert (
-        await db.fetchval(
-            "SELECT consent_expires FROM recipients WHERE tenant_id = $1 AND address = 'forever@example.no'",
-            tenant.id,
-        )
-        == []
-    )
+    assert granted == [datetime.fromisoformat(old)]

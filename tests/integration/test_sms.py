@@ -466,6 +466,7 @@ async def test_other_text_is_no_keyword_and_writes_nothing(
         "language": None,
         "reply": None,
         "event_id": None,
+        "ignored_because": None,
     }
     assert await written(db, tenant) == (0, 0)
 
@@ -753,3 +754,45 @@ async def test_real_worker_sends_one_reply_for_two_identical_enqueues(
     assert headers["authorization"] == f"Bearer {TOKEN}"
     assert json.loads(body) == {"to": PHONE, "from": SHORT_CODE, "text": result.reply, "idempotency_key": key}
     assert "send_sms_reply" in caplog.text and PHONE not in caplog.text and TOKEN not in caplog.text
+
+
+# -- numbers that must not be written to or told they are subscribed -------------------------------
+
+
+@pytest.mark.parametrize("text", ["START", "Ja", "stop", "HJELP"])
+async def test_any_keyword_from_an_erased_number_is_acknowledged_and_changes_nothing(
+    client: Client, tenant: Tenant, db: asyncpg.Connection, text: str
+) -> None:
+    await consent(client, tenant, PHONE, channel="sms")
+    erased = await client.post(f"/v1/recipients/sms/{PHONE}/erase", headers=tenant.auth("admin"))
+    assert erased.status_code == 200, erased.text
+    before = await written(db, tenant)
+    suppressions = await db.fetch("SELECT reason FROM suppressions WHERE tenant_id = $1", tenant.id)
+    response = await inbound(client, tenant, text)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["event_id"] is None and body["ignored_because"] == "erased"
+    assert body["reply"] is None or body["reply"] not in {
+        reply_text("start", "nb", tenant.name),
+        reply_text("start", "en", tenant.name),
+    }
+    assert await written(db, tenant) == before
+    assert await db.fetch("SELECT reason FROM suppressions WHERE tenant_id = $1", tenant.id) == suppressions
+    assert await decision(client, tenant, PHONE, channel="sms") == (False, None, "erased")
+
+
+@pytest.mark.parametrize("text", ["START", "unstop", "STOPP"])
+async def test_any_keyword_from_a_complained_number_is_acknowledged_and_changes_nothing(
+    client: Client, tenant: Tenant, db: asyncpg.Connection, text: str
+) -> None:
+    complaint = {"channel": "sms", "address": PHONE, "reason": "complained"}
+    await client.post("/v1/suppressions", json=complaint, headers=tenant.auth("admin"))
+    before = await written(db, tenant)
+    response = await inbound(client, tenant, text)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["event_id"] is None and body["ignored_because"] == "complained"
+    assert body["reply"] is None or "STOP" not in body["reply"]
+    assert await written(db, tenant) == before
+    assert await db.fetchval("SELECT count(*) FROM consents WHERE tenant_id = $1", tenant.id) == 0
+    assert await decision(client, tenant, PHONE, channel="sms") == (False, None, "complained")

@@ -18,6 +18,7 @@ from suppress.policy import (
     MessageContext,
     RecipientState,
     TenantPolicy,
+    active_consents,
     active_suppressions,
     decide,
     relationship_active,
@@ -369,6 +370,11 @@ PURCHASES = (
 RARELY = st.sampled_from([False, False, False, False, True])
 
 
+GIVEN_AGO = st.sampled_from([timedelta(0), timedelta(days=30), timedelta(days=31)]) | st.timedeltas(
+    min_value=timedelta(0), max_value=timedelta(days=400)
+)
+
+
 @st.composite
 def states(draw: st.DrawFn, *, clean: bool = False) -> RecipientState:
     """A recipient row; `clean` = no suppression rows, not erased, not restricted."""
@@ -379,13 +385,15 @@ def states(draw: st.DrawFn, *, clean: bool = False) -> RecipientState:
         suppression_reasons=[reason for reason, _ in pairs],
         suppression_expires=[expires for _, expires in pairs],
         unsubscribed_topics=draw(st.lists(REAL_TOPIC_IDS, max_size=2, unique=True)),
-        consent_topics=draw(st.lists(TOPIC_IDS, max_size=3, unique=True)),
+        consent_topics=(consents := draw(st.lists(TOPIC_IDS, max_size=3, unique=True))),
+        consent_granted=[NOW - draw(GIVEN_AGO) for _ in consents],
         partner_consent_topics=draw(st.lists(TOPIC_IDS, max_size=3, unique=True)),
         collected_in_sale=draw(st.booleans()),
         agreement_open=draw(st.booleans()),
         last_purchase_at=draw(PURCHASES),
         restricted=False if clean else draw(RARELY),
         erased=False if clean else draw(RARELY),
+        objected_at=(NOW - draw(GIVEN_AGO)) if draw(RARELY) else None,
     )
 
 
@@ -394,6 +402,7 @@ POLICIES = st.builds(
     relationship_window_days=st.sampled_from([0, 1, 30, 365, 730]),
     soft_opt_in_without_topic=st.booleans(),
     transactional_blocked_by=st.frozensets(st.sampled_from(SUPPRESSION_REASONS)),
+    consent_validity_days=st.none() | st.sampled_from([1, 30, 365]),
 )
 MESSAGES = st.builds(
     MessageContext,
@@ -476,10 +485,12 @@ def test_prop_marketing_basis_is_justified(
     assert decision.basis in ("consent", "customer_relationship")
     assert message.topic_id is None or message.topic_id not in state.unsubscribed_topics
     if decision.basis == "consent":
-        assert _covers(state.consent_topics, message.topic_id)
+        in_force = active_consents(state, policy, NOW)
+        assert _covers(in_force, message.topic_id)
         if message.offer == "partner":
             assert _covers(state.partner_consent_topics, message.topic_id)
     else:
+        assert state.objected_at is None
         assert state.collected_in_sale
         assert message.offer == "own"
         assert relationship_active(state, policy, NOW)
@@ -570,3 +581,64 @@ def test_prop_adding_consent_never_denies_allowed(
     after = decide(policy, message, more, NOW)
     if before.allowed:
         assert after.allowed
+
+
+# -- consent validity (applied when deciding) and objection ------------------------------------------
+
+
+def consented(ago: timedelta, topics: list[int] | None = None, **kw: Any) -> RecipientState:
+    topics = [ALL_TOPICS] if topics is None else topics
+    return RecipientState(consent_topics=topics, consent_granted=[NOW - ago] * len(topics), **kw)
+
+
+def test_validity_lapses_a_consent_that_many_days_after_it_was_given() -> None:
+    policy = TenantPolicy(consent_validity_days=30)
+    assert decide(policy, marketing(), consented(timedelta(days=30) - timedelta(microseconds=1)), NOW) == (
+        allowed("consent")
+    )
+    assert decide(policy, marketing(), consented(timedelta(days=30)), NOW) == denied("no_basis")
+    # the setting in force now decides, whenever the consent was given
+    assert decide(TenantPolicy(), marketing(), consented(timedelta(days=3000)), NOW) == allowed("consent")
+    assert decide(
+        TenantPolicy(consent_validity_days=3001), marketing(), consented(timedelta(days=3000)), NOW
+    ) == (allowed("consent"))
+
+
+def test_a_lapsed_consent_falls_through_to_the_relationship() -> None:
+    state = consented(timedelta(days=40), collected_in_sale=True, agreement_open=True)
+    policy = TenantPolicy(consent_validity_days=30)
+    assert decide(policy, marketing(soft_opt_in=True), state, NOW) == allowed("customer_relationship")
+
+
+def test_a_consent_without_its_time_counts_as_lapsed_when_one_can_lapse() -> None:
+    state = RecipientState(consent_topics=[ALL_TOPICS])  # a malformed row fails safe
+    assert decide(TenantPolicy(consent_validity_days=30), marketing(), state, NOW) == denied("no_basis")
+    assert decide(DEFAULT, marketing(), state, NOW) == allowed("consent")
+
+
+def test_objection_denies_every_marketing_message_but_not_transactional() -> None:
+    state = consented(timedelta(days=2), objected_at=NOW - timedelta(days=1), collected_in_sale=True,
+                      agreement_open=True, partner_consent_topics=[ALL_TOPICS])  # fmt: skip
+    for message in (marketing(), marketing(None), marketing(soft_opt_in=True), marketing(offer="partner")):
+        assert decide(DEFAULT, message, state, NOW) == denied("objected")
+    assert decide(DEFAULT, TRANSACTIONAL, state, NOW) == allowed("transactional")
+
+
+def test_a_consent_given_after_the_objection_ends_it_for_its_scope() -> None:
+    state = consented(timedelta(days=1), [TOPIC], objected_at=NOW - timedelta(days=2))
+    assert decide(DEFAULT, marketing(TOPIC), state, NOW) == allowed("consent")
+    assert decide(DEFAULT, marketing(OTHER_TOPIC), state, NOW) == denied("objected")
+    assert decide(DEFAULT, marketing(TOPIC, offer="partner"), state, NOW) == denied("objected")
+    at_the_same_time = consented(timedelta(days=2), [TOPIC], objected_at=NOW - timedelta(days=2))
+    assert decide(DEFAULT, marketing(TOPIC), at_the_same_time, NOW) == denied("objected")
+    lapsed = consented(timedelta(days=1), [TOPIC], objected_at=NOW - timedelta(days=2))
+    assert decide(TenantPolicy(consent_validity_days=1), marketing(TOPIC), lapsed, NOW) == denied("objected")
+
+
+def test_order_suppression_beats_objection_beats_topic_unsubscribe() -> None:
+    objected = NOW - timedelta(days=1)
+    assert decide(DEFAULT, marketing(), suppressed("complained", objected_at=objected), NOW) == denied(
+        "complained"
+    )
+    state = RecipientState(unsubscribed_topics=[TOPIC], objected_at=objected)
+    assert decide(DEFAULT, marketing(TOPIC), state, NOW) == denied("objected")

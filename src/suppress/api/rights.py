@@ -11,7 +11,14 @@ from litestar.params import Body, FromPath
 
 from suppress.api.auth import requires
 from suppress.models import Channel
-from suppress.rights import CustomerExport, RecipientExport, RestrictIn, Rights, RightsResult
+from suppress.rights import (
+    CustomerExport,
+    LiftObjectionIn,
+    RecipientExport,
+    RestrictIn,
+    Rights,
+    RightsResult,
+)
 from suppress.tenants import Principal
 
 
@@ -137,14 +144,39 @@ async def unrestrict(
     status_code=200,
     tags=["gdpr"],
     summary="GDPR Art. 21: objection to direct marketing",
-    description="Suppresses every channel and topic for every known address of the customer, at once "
-    "(`unsubscribed`, recorded as an `objected` event). Needs `write`.",
+    description="Records the objection on the customer: every address linked to it — now, and any "
+    "linked later by a purchase, an agreement or an import — is denied `objected` for marketing on every "
+    "channel, topic and offer (transactional messages are not direct marketing and still go). One "
+    "`objected` ledger event per address linked now. Only the person's own consent given afterwards "
+    "(for that consent's scope) or an admin's lift with a note "
+    "(`POST /v1/customers/{customer_ref}/objection/lift`) ends it. Needs `write`.",
     guards=[requires("write")],
 )
 async def object_to_marketing(
     principal: NamedDependency[Principal], rights: NamedDependency[Rights], customer_ref: FromPath[str]
 ) -> RightsResult:
     return await rights.object(principal, customer_ref, _now())
+
+
+@post(
+    "/v1/customers/{customer_ref:str}/objection/lift",
+    status_code=200,
+    tags=["gdpr"],
+    summary="Lift a customer's objection to direct marketing (admin, with a note)",
+    description="Ends an objection recorded with `POST /v1/customers/{customer_ref}/object`, e.g. on the "
+    "person's written request. `note` (required) says why; it is kept with one `objection_lifted` ledger "
+    "event per linked address. Consents given before the objection count again (if still valid), and "
+    "so does the customer relationship. `changed: false` when the customer had not objected. Needs "
+    "`admin`.",
+    guards=[requires("admin")],
+)
+async def lift_objection(
+    principal: NamedDependency[Principal],
+    rights: NamedDependency[Rights],
+    customer_ref: FromPath[str],
+    data: Annotated[LiftObjectionIn, Body()],
+) -> RightsResult:
+    return await rights.lift_objection(principal, customer_ref, data.note, _now())
 
 
 routes = [
@@ -155,4 +187,5 @@ routes = [
     restrict,
     unrestrict,
     object_to_marketing,
+    lift_objection,
 ]

@@ -23,8 +23,10 @@ from suppress.tenants import Principal
     "or short code they wrote to. A single-word keyword (Norwegian or English; case, accents and "
     "surrounding punctuation ignored) acts: stop → SMS marketing suppressed, start → consent (lifts an "
     "earlier stop), help → nothing written. The write is durable before the answer; `reply` is queued "
-    "for the SMS sender (a Redis outage loses the reply, never the stop). Any other text: all fields "
-    "null and nothing written. Needs `write`. Keywords and texts: docs/sms.md.",
+    "for the SMS sender (a Redis outage loses the reply, never the stop). From an erased or complained "
+    "number any keyword is acknowledged (200) and changes nothing: `ignored_because` says which, and "
+    "a start gets no reply. Any other text: all fields null and nothing written. Needs `write`. "
+    "Keywords and texts: docs/sms.md.",
     guards=[requires("write")],
 )
 async def inbound_sms(

@@ -24,10 +24,10 @@ import msgspec
 from suppress.addresses import AddressHasher
 from suppress.consents import ConsentIn
 from suppress.db import DATABASE_DOWN
+from suppress.decisions import tenant_policy
 from suppress.errors import InvalidAddress, SuppressError, Unavailable, UnknownTopic
 from suppress.intents import SoftBounceIntent
 from suppress.models import SuppressionReason
-from suppress.policy import TenantPolicy
 from suppress.providers import mailgun, postmark, sendgrid, ses, twilio, vonage
 from suppress.providers.certificates import FetchFailed, FetchUnavailable, UrlFetcher
 from suppress.providers.model import Change, MalformedProviderRequest, ProviderRejected, ProviderSettings
@@ -177,11 +177,7 @@ class ProviderEvents:
             soft_bounce_suppress_days=claim["soft_bounce_suppress_days"],
             require_notice_version=claim["require_notice_version"],
             consent_validity_days=claim["consent_validity_days"],
-            policy=TenantPolicy(
-                relationship_window_days=claim["relationship_window_days"],
-                soft_opt_in_without_topic=claim["soft_opt_in_without_topic"],
-                transactional_blocked_by=frozenset(claim["transactional_blocked_by"]),
-            ),
+            policy=tenant_policy(claim),
             provider=f"provider:{kind}:{claim['provider_id']}",
         )
         changes = INTERPRETERS[kind](claim["payload"], settings)
