@@ -9,8 +9,6 @@ from typing import Any
 
 from litestar import Litestar, Request, Response, Router
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
 
 from suppress import queue
 from suppress.addresses import AddressHasher
@@ -29,6 +27,7 @@ from suppress.api import unsubscribe as unsubscribe_api
 from suppress.api import webhooks as webhooks_api
 from suppress.api.dashboard import DashboardSessions
 from suppress.api.problems import problem_response
+from suppress.api.schema_site import openapi_config
 from suppress.api.services import DEPENDENCIES, services
 from suppress.checks import CheckService
 from suppress.config import DerivedKeys, Settings
@@ -169,23 +168,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             Exception: _unexpected_error,
         },
         request_max_body_size=MAX_BODY_BYTES,
-        openapi_config=OpenAPIConfig(
-            title="suppress",
-            version="1.0.0",
-            description=(
-                "Marketing suppression and unsubscribe service: pre-send checks with the legal "
-                "basis, one-click unsubscribe, consents, customer relationships and list health."
-            ),
-            path="/schema",
-            components=Components(
-                security_schemes={
-                    "BearerAuth": SecurityScheme(
-                        type="http", scheme="bearer", description="API key, `sk_...`"
-                    )
-                }
-            ),
-            security=[{"BearerAuth": []}],
-        ),
+        openapi_config=openapi_config(),
         debug=False,
     )
     app.state.settings = settings
