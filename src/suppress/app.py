@@ -25,6 +25,7 @@ from suppress.api import settings as settings_api
 from suppress.api import sms as sms_api
 from suppress.api import unsubscribe as unsubscribe_api
 from suppress.api import webhooks as webhooks_api
+from suppress.api.contract import document_problems
 from suppress.api.dashboard import DashboardSessions
 from suppress.api.problems import problem_response
 from suppress.api.schema_site import openapi_config
@@ -160,6 +161,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *dashboard_api.routes,
         ],
         lifespan=[_services, providers_api.provider_services],
+        # Built once at start-up (half a second), not on every construction of the app.
+        on_startup=[document_problems],
         dependencies=DEPENDENCIES,
         exception_handlers={
             SuppressError: _domain_error,

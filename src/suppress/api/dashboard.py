@@ -185,7 +185,7 @@ async def campaigns_download(
     filename = f"campaigns-{now:%Y%m%d}.csv"
     return Response(
         "\ufeff" + campaigns_csv(report.campaigns),  # the BOM makes spreadsheets read UTF-8
-        media_type="text/csv; charset=utf-8",
+        media_type="text/csv",  # Litestar adds the charset
         headers={
             **HEADERS,
             "Content-Disposition": f'attachment; filename="{filename}"',

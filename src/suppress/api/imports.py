@@ -13,6 +13,7 @@ from litestar.response import Stream
 from multipart import MultipartError, MultipartSegment, PushMultipartParser  # type: ignore[import-untyped]
 
 from suppress.api.auth import requires
+from suppress.api.contract import documented
 from suppress.errors import MalformedRequest
 from suppress.imports.exports import MEDIA_TYPES, ExportFormat, export_suppressions
 from suppress.imports.records import ImportFormat, ImportKind, ImportOptions, ProviderList
@@ -85,6 +86,7 @@ def _boundary(content_type: str) -> str:
     summary="Upload a file to import",
     tags=["imports"],
     request_max_body_size=None,
+    opt=documented(problems=[413]),  # the upload is read from the raw body
     description=(
         "The file is the raw body (any content type but multipart) or the `file` part of a "
         "multipart/form-data body; what it holds is said in query parameters. `kind`: suppressions, "
@@ -152,6 +154,7 @@ async def get_import(
     tags=["imports"],
     description="Every row that was not imported: line, error, raw text. Needs `read`.",
     guards=[requires("read")],
+    media_type="text/csv",
 )
 async def import_errors(
     principal: NamedDependency[Principal], imports: NamedDependency[Imports], import_id: FromPath[int]
@@ -159,7 +162,7 @@ async def import_errors(
     rows = await imports.error_report(principal.tenant_id, import_id)
     return Stream(
         rows,
-        media_type="text/csv; charset=utf-8",
+        media_type="text/csv",
         headers={"Content-Disposition": f'attachment; filename="import-{import_id}-errors.csv"'},
     )
 
@@ -172,6 +175,8 @@ async def import_errors(
     "address, reason, topic, since, expires_at, campaign, note (the CSV imports back as "
     "kind=suppressions). Erased recipients have no address and are left out. Needs `read`.",
     guards=[requires("read")],
+    media_type="text/csv",
+    opt=documented(media_types={200: [MEDIA_TYPES["ndjson"]]}),
 )
 async def export(
     request: Request[Any, Any, Any],

@@ -13,6 +13,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from suppress.api.auth import requires
+from suppress.api.contract import documented
 from suppress.api.problems import problem_response
 from suppress.errors import NotFound
 from suppress.providers.certificates import HttpsFetcher, SnsCertificates, UrlFetcher
@@ -142,6 +143,8 @@ async def list_provider_events(
     tags=["providers"],
     security=[{}],
     request_max_body_size=MAX_INBOUND_BYTES,
+    # No bearer key, but a signature check (401/403) over a raw body; Twilio gets TwiML back.
+    opt=documented(problems=[401, 403, 413], media_types={200: ["text/xml"]}),
     description="Called by the provider, not by you: no bearer key; the provider's signature (SNS, "
     "SendGrid, Mailgun, Twilio, Vonage) or credentials (Postmark) authenticate it, checked over the "
     "raw request. A request that does not verify is a 401/403 and changes nothing. A verified one is "

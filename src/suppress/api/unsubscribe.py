@@ -11,6 +11,7 @@ from litestar.di import NamedDependency
 from litestar.enums import HttpMethod, MediaType
 from litestar.params import FromPath
 
+from suppress.api.contract import documented
 from suppress.api.pages import (
     SECURITY_HEADERS,
     Language,
@@ -42,7 +43,9 @@ def _evidence(request: Request[Any, Any, Any]) -> Evidence:
     http_method=[HttpMethod.GET, HttpMethod.HEAD],
     summary="Unsubscribe and preference page (HTML); never changes anything",
     tags=["unsubscribe"],
-    security=[],
+    security=[{}],
+    media_type=MediaType.HTML,
+    opt=documented(media_types={400: [MediaType.HTML]}),
 )
 async def show_page(
     request: Request[Any, Any, Any], unsubscriber: NamedDependency[Unsubscriber], token: FromPath[str]
@@ -68,7 +71,10 @@ async def show_page(
         "for each topic to keep). Repeats are no-ops."
     ),
     tags=["unsubscribe"],
-    security=[],
+    security=[{}],
+    media_type=MediaType.HTML,
+    # The form is read from the raw body; the page's own errors are pages too.
+    opt=documented(problems=[413], media_types={s: [MediaType.HTML] for s in (400, 404, 409, 422, 503)}),
 )
 async def submit(
     request: Request[Any, Any, Any], unsubscriber: NamedDependency[Unsubscriber], token: FromPath[str]

@@ -24,7 +24,8 @@ ExportFormat = Literal["csv", "ndjson"]
 COLUMNS = ("channel", "address", "reason", "topic", "since", "expires_at", "campaign", "note")
 PREFETCH = 2000
 PIECE_BYTES = 64 * 1024
-MEDIA_TYPES: dict[str, str] = {"csv": "text/csv; charset=utf-8", "ndjson": "application/x-ndjson"}
+# Litestar adds `; charset=utf-8` to text/* types itself.
+MEDIA_TYPES: dict[str, str] = {"csv": "text/csv", "ndjson": "application/x-ndjson"}
 
 _Encoder = Callable[["asyncpg.Record | None"], bytes]
 
