@@ -30,6 +30,7 @@ from suppress.api.dashboard import DashboardSessions
 from suppress.api.problems import problem_response
 from suppress.api.schema_site import openapi_config
 from suppress.api.services import DEPENDENCIES, services
+from suppress.api.validation import field_errors
 from suppress.checks import CheckService
 from suppress.config import DerivedKeys, Settings
 from suppress.db import create_pool
@@ -101,18 +102,20 @@ def _domain_error(request: Request[Any, Any, Any], exc: SuppressError) -> Respon
 
 def _validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
     """Schema violations: 422 for a body that is JSON but not the expected document, 400 for
-    bad path or query parameters."""
-    errors = [e for e in exc.extra if isinstance(e, dict)] if isinstance(exc.extra, list) else []
-    in_body = any(e.get("source") == "body" for e in errors)
+    bad path or query parameters; `errors` says for each field, named as in the API, what is wrong."""
+    raw = [e for e in exc.extra if isinstance(e, dict)] if isinstance(exc.extra, list) else []
+    in_body = any(e.get("source") == "body" for e in raw)
+    errors = field_errors(request, exc)
+    said = "; ".join(f"{e['field']} {e['message']}" if e["field"] else str(e["message"]) for e in errors[:3])
+    fallback = (
+        "the body does not match the expected schema" if in_body else "a path or query parameter is invalid"
+    )
     return problem_response(
         422 if in_body else 400,
         "invalid_request" if in_body else "invalid_parameter",
-        "the body does not match the expected schema" if in_body else "a path or query parameter is invalid",
+        said or fallback,
         request.url.path,
-        errors=[
-            {"message": str(e.get("message")), "field": e.get("key"), "source": e.get("source")}
-            for e in errors
-        ],
+        errors=errors,
     )
 
 

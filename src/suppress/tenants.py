@@ -171,7 +171,9 @@ def _principal(row: asyncpg.Record) -> Principal:
 
 Rate = Annotated[float, Meta(ge=0, le=1)]
 Days = Annotated[int, Meta(ge=1, le=3650)]
-Region = Annotated[str, Meta(pattern=r"^[A-Z]{2}$")]
+Region = Annotated[
+    str, Meta(pattern=r"^[A-Z]{2}$", description="a country code of two capital letters, such as NO")
+]
 BlockingReason = SuppressionReason
 
 
