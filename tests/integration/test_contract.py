@@ -166,3 +166,15 @@ async def test_an_id_out_of_range_is_a_400_not_a_server_error(client: Client, te
         p for p in schema["paths"]["/v1/imports/{import_id}"]["get"]["parameters"] if p["in"] == "path"
     ]
     assert import_id["schema"]["minimum"] == 1 and import_id["schema"]["maximum"] == 2**62
+
+
+async def test_bodies_read_by_the_handler_are_documented(client: Client) -> None:
+    schema = (await client.get("/schema/openapi.json")).json()
+    upload = schema["paths"]["/v1/imports"]["post"]
+    assert {"text/csv", "application/x-ndjson", "multipart/form-data"} <= set(
+        upload["requestBody"]["content"]
+    )
+    assert {"400", "413", "422"} <= set(upload["responses"])
+    one_click = schema["paths"]["/u/{token}"]["post"]["requestBody"]["content"]
+    form = one_click["application/x-www-form-urlencoded"]["schema"]
+    assert form["properties"]["List-Unsubscribe"]["enum"] == ["One-Click"]

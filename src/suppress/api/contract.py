@@ -11,7 +11,7 @@ application's start-up, over every operation in the document and adds the RFC 94
 - a body: 413;
 - POST, PUT, PATCH, DELETE: 409.
 
-What the shape cannot tell — a raw body read by the handler, a 429, a signature check on a route
+What the shape cannot tell — a body the handler reads itself, a 429, a signature check on a route
 without a bearer key, a success or error answered in another media type — the handler declares in
 its `opt` with `documented(...)`. A new endpoint is covered without doing anything;
 tests/integration/test_contract.py fails when an operation lacks a status its shape implies.
@@ -33,6 +33,7 @@ from litestar.openapi.spec import (
     Operation,
     Parameter,
     Reference,
+    RequestBody,
     Schema,
 )
 from litestar.params import PathParameter
@@ -67,19 +68,25 @@ DESCRIPTIONS: Final[Mapping[int, str]] = {
 
 @dataclass(frozen=True)
 class Documented:
-    """What a handler adds to the rules: problem statuses, and other media types per status."""
+    """What a handler adds to the rules: problem statuses, other media types per status, and the
+    body it reads itself (media type → schema)."""
 
     problems: frozenset[int] = frozenset()
     media_types: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+    body: Mapping[str, Schema] = field(default_factory=dict)
 
 
 def documented(
-    *, problems: Iterable[int] = (), media_types: Mapping[int, Iterable[str]] | None = None
+    *,
+    problems: Iterable[int] = (),
+    media_types: Mapping[int, Iterable[str]] | None = None,
+    body: Mapping[str, Schema] | None = None,
 ) -> dict[str, Any]:
-    """A handler's `opt` for what the rules cannot see: e.g. `opt=documented(problems=[413])` for a
-    handler that reads a raw body, `media_types={200: ["text/csv"]}` for another answer's type."""
+    """A handler's `opt` for what the rules cannot see: e.g. `problems=[429]`, `media_types={200:
+    ["text/csv"]}` for another answer's type, `body={"text/csv": Schema(...)}` for a body the handler
+    reads from the request itself (the body rules then apply)."""
     types = {status: tuple(names) for status, names in (media_types or {}).items()}
-    return {CONTRACT_OPT: Documented(frozenset(problems), types)}
+    return {CONTRACT_OPT: Documented(frozenset(problems), types, dict(body or {}))}
 
 
 def problem_schema() -> Schema:
@@ -189,6 +196,9 @@ def document_problems(app: Litestar) -> OpenAPI:
             if operation is None:
                 continue
             extra = declared.get((path, method), Documented())
+            if extra.body and operation.request_body is None:
+                content = {name: OpenAPIMediaType(schema=schema) for name, schema in extra.body.items()}
+                operation.request_body = RequestBody(content=content, required=True)
             responses = operation.responses = dict(operation.responses or {})
             for status in sorted(problem_statuses(method, operation, secured_by_default) | extra.problems):
                 key = str(status)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIType, Schema
 from litestar.params import FromQuery, QueryParameter
 from litestar.response import Stream
 from multipart import MultipartError, MultipartSegment, PushMultipartParser  # type: ignore[import-untyped]
@@ -23,6 +24,17 @@ from suppress.tenants import Principal
 
 # Room for multipart headers and boundaries on top of the file itself.
 MULTIPART_OVERHEAD = 64 * 1024
+_FILE = Schema(type=OpenAPIType.STRING, description="the file: UTF-8 CSV or NDJSON, or a provider's export")
+UPLOAD_BODY = {
+    "text/csv": _FILE,
+    "application/x-ndjson": _FILE,
+    "application/octet-stream": _FILE,
+    "multipart/form-data": Schema(
+        type=OpenAPIType.OBJECT,
+        required=["file"],
+        properties={"file": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)},
+    ),
+}
 
 
 class _Body:
@@ -86,7 +98,7 @@ def _boundary(content_type: str) -> str:
     summary="Upload a file to import",
     tags=["imports"],
     request_max_body_size=None,
-    opt=documented(problems=[413]),  # the upload is read from the raw body
+    opt=documented(body=UPLOAD_BODY),  # read from the request as it streams in
     description=(
         "The file is the raw body (any content type but multipart) or the `file` part of a "
         "multipart/form-data body; what it holds is said in query parameters. `kind`: suppressions, "

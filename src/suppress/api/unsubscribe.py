@@ -9,6 +9,7 @@ from typing import Any
 from litestar import Request, Response, post, route
 from litestar.di import NamedDependency
 from litestar.enums import HttpMethod, MediaType
+from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import FromPath
 
 from suppress.api.contract import documented
@@ -26,6 +27,17 @@ from suppress.tokens import TokenClaims
 from suppress.unsubscribe import BadToken, Evidence, Outcome, Unsubscriber
 
 ONE_CLICK_FIELD, ONE_CLICK_VALUE = "List-Unsubscribe", "One-Click"
+_TEXT = Schema(type=OpenAPIType.STRING)
+_FORM = Schema(
+    type=OpenAPIType.OBJECT,
+    properties={
+        ONE_CLICK_FIELD: Schema(type=OpenAPIType.STRING, enum=[ONE_CLICK_VALUE]),
+        "action": Schema(type=OpenAPIType.STRING, enum=["topic", "all", "undo", "preferences"]),
+        "scope": Schema(type=OpenAPIType.STRING, enum=["topic", "all"]),
+        "topic": Schema(type=OpenAPIType.ARRAY, items=_TEXT),
+        "lang": Schema(type=OpenAPIType.STRING, enum=["nb", "en"]),
+    },
+)
 
 
 def _html(content: str, status: int = 200) -> Response[str]:
@@ -73,8 +85,11 @@ async def show_page(
     tags=["unsubscribe"],
     security=[{}],
     media_type=MediaType.HTML,
-    # The form is read from the raw body; the page's own errors are pages too.
-    opt=documented(problems=[413], media_types={s: [MediaType.HTML] for s in (400, 404, 409, 422, 503)}),
+    # The form is read by the handler itself; the page's own errors are pages too.
+    opt=documented(
+        body={"application/x-www-form-urlencoded": _FORM, "multipart/form-data": _FORM},
+        media_types={s: [MediaType.HTML] for s in (400, 404, 409, 422, 503)},
+    ),
 )
 async def submit(
     request: Request[Any, Any, Any], unsubscriber: NamedDependency[Unsubscriber], token: FromPath[str]
