@@ -74,19 +74,26 @@ class Documented:
     problems: frozenset[int] = frozenset()
     media_types: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
     body: Mapping[str, Schema] = field(default_factory=dict)
+    only: frozenset[int] = frozenset()
 
 
 def documented(
     *,
     problems: Iterable[int] = (),
     media_types: Mapping[int, Iterable[str]] | None = None,
+    only_media_types: Mapping[int, Iterable[str]] | None = None,
     body: Mapping[str, Schema] | None = None,
 ) -> dict[str, Any]:
-    """A handler's `opt` for what the rules cannot see: e.g. `problems=[429]`, `media_types={200:
-    ["text/csv"]}` for another answer's type, `body={"text/csv": Schema(...)}` for a body the handler
-    reads from the request itself (the body rules then apply)."""
+    """A handler's `opt` for what the rules cannot see: e.g. `problems=[429]`; `media_types={200:
+    ["text/xml"]}` for a type answered besides the documented one, `only_media_types` for types
+    answered instead of it (a Stream whose type depends on the request: the handler's own
+    `media_type` would override the Stream's); `body={"text/csv": Schema(...)}` for a body the
+    handler reads from the request itself (the body rules then apply)."""
     types = {status: tuple(names) for status, names in (media_types or {}).items()}
-    return {CONTRACT_OPT: Documented(frozenset(problems), types, dict(body or {}))}
+    only = {status: tuple(names) for status, names in (only_media_types or {}).items()}
+    return {
+        CONTRACT_OPT: Documented(frozenset(problems), {**types, **only}, dict(body or {}), frozenset(only))
+    }
 
 
 def problem_schema() -> Schema:
@@ -216,7 +223,7 @@ def document_problems(app: Litestar) -> OpenAPI:
                         description=DESCRIPTIONS.get(status, "See the operation's description.")
                     )
                 if isinstance(response, OpenAPIResponse):
-                    content = dict(response.content or {})
+                    content = {} if status in extra.only else dict(response.content or {})
                     for media_type in media_types:
                         content.setdefault(
                             media_type, OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING))

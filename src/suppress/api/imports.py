@@ -187,8 +187,7 @@ async def import_errors(
     "address, reason, topic, since, expires_at, campaign, note (the CSV imports back as "
     "kind=suppressions). Erased recipients have no address and are left out. Needs `read`.",
     guards=[requires("read")],
-    media_type="text/csv",
-    opt=documented(media_types={200: [MEDIA_TYPES["ndjson"]]}),
+    opt=documented(only_media_types={200: MEDIA_TYPES.values()}),
 )
 async def export(
     request: Request[Any, Any, Any],
