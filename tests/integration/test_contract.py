@@ -150,22 +150,23 @@ async def test_the_schema_page_loads_nothing_from_another_host(client: Client) -
     assert (await client.get("/schema/assets/..%2Fswagger-ui.css")).status_code == 404
 
 
-async def test_an_id_out_of_range_is_a_400_not_a_server_error(client: Client, tenant: Tenant) -> None:
-    """Found by Schemathesis: a path id past bigint overflowed in the query (500)."""
+async def test_an_import_id_past_bigint_is_not_found(client: Client, tenant: Tenant) -> None:
+    """Found by Schemathesis: the id overflowed in the query (500); webhooks and providers already
+    answered 404 for ids no one handed out."""
     huge = "1671337428353025396643452497690624"
-    for path in (f"/v1/imports/{huge}", f"/v1/webhooks/{huge}/deliveries", f"/v1/providers/{huge}/events"):
+    for path in (f"/v1/imports/{huge}", f"/v1/imports/{huge}/errors", "/v1/imports/0"):
         answer = await client.get(path, headers=tenant.auth("read"))
-        assert answer.status_code == 400, (path, answer.text)
-        assert answer.json()["errors"][0]["message"] == "must be at most 4611686018427387904"
+        assert answer.status_code == 404, (path, answer.text)
+        assert answer.json()["code"] == "not_found"
     answer = await client.get(
         "/v1/providers/1/events?before=99999999999999999999999", headers=tenant.auth("read")
     )
     assert answer.status_code == 400
-    schema = (await client.get("/schema/openapi.json")).json()
-    [import_id] = [
-        p for p in schema["paths"]["/v1/imports/{import_id}"]["get"]["parameters"] if p["in"] == "path"
-    ]
-    assert import_id["schema"]["minimum"] == 1 and import_id["schema"]["maximum"] == 2**62
+    assert answer.json()["errors"][0] == {
+        "field": "before",
+        "source": "query",
+        "message": "must be at most 4611686018427387904",
+    }
 
 
 async def test_bodies_read_by_the_handler_are_documented(client: Client) -> None:

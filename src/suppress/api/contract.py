@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Final
+from typing import Any, Final
 
 from litestar import Litestar
 from litestar.openapi.spec import (
@@ -36,14 +36,9 @@ from litestar.openapi.spec import (
     RequestBody,
     Schema,
 )
-from litestar.params import PathParameter
 from litestar.routes import HTTPRoute
 
 from suppress.api.problems import PROBLEM_MEDIA_TYPE
-
-# A path id the service handed out (a bigint identity; 2**62 is exact as a JSON number): outside
-# the range is a documented 400, never a query that overflows into a 500.
-RowId = Annotated[int, PathParameter(ge=1, le=2**62)]
 
 PROBLEM_SCHEMA: Final = "Problem"
 CONTRACT_OPT: Final = "contract"

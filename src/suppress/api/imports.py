@@ -9,12 +9,12 @@ from typing import Annotated, Any
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIFormat, OpenAPIType, Schema
-from litestar.params import FromQuery, QueryParameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
 from multipart import MultipartError, MultipartSegment, PushMultipartParser  # type: ignore[import-untyped]
 
 from suppress.api.auth import requires
-from suppress.api.contract import RowId, documented
+from suppress.api.contract import documented
 from suppress.errors import MalformedRequest
 from suppress.imports.exports import MEDIA_TYPES, ExportFormat, export_suppressions
 from suppress.imports.records import ImportFormat, ImportKind, ImportOptions, ProviderList
@@ -154,7 +154,7 @@ async def create_import(
 async def get_import(
     principal: NamedDependency[Principal],
     imports: NamedDependency[Imports],
-    import_id: RowId,
+    import_id: FromPath[int],
     errors: Annotated[int, QueryParameter(ge=0, le=1000)] = 100,
 ) -> ImportView:
     return await imports.get(principal.tenant_id, import_id, errors=errors)
@@ -169,7 +169,7 @@ async def get_import(
     media_type="text/csv",
 )
 async def import_errors(
-    principal: NamedDependency[Principal], imports: NamedDependency[Imports], import_id: RowId
+    principal: NamedDependency[Principal], imports: NamedDependency[Imports], import_id: FromPath[int]
 ) -> Stream:
     rows = await imports.error_report(principal.tenant_id, import_id)
     return Stream(

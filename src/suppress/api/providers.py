@@ -13,7 +13,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from suppress.api.auth import requires
-from suppress.api.contract import RowId, documented
+from suppress.api.contract import documented
 from suppress.api.problems import problem_response
 from suppress.errors import NotFound
 from suppress.providers.certificates import HttpsFetcher, SnsCertificates, UrlFetcher
@@ -111,7 +111,7 @@ async def list_providers(
 async def delete_provider(
     principal: NamedDependency[Principal],
     provider_configs: NamedDependency[ProviderConfigs],
-    provider_id: RowId,
+    provider_id: FromPath[int],
 ) -> Provider:
     return await provider_configs.delete(principal, provider_id, datetime.now(UTC))
 
@@ -127,7 +127,7 @@ async def delete_provider(
 async def list_provider_events(
     principal: NamedDependency[Principal],
     provider_configs: NamedDependency[ProviderConfigs],
-    provider_id: RowId,
+    provider_id: FromPath[int],
     status: FromQuery[EventStatus | None] = None,
     before: Annotated[int | None, QueryParameter(ge=1, le=2**62)] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
@@ -151,7 +151,9 @@ async def list_provider_events(
     "stored (a redelivered event is a no-op) and acknowledged at once; a worker applies it. GET is "
     "for SMS providers configured to call with GET (Twilio, Vonage).",
 )
-async def inbound(request: Request[Any, Any, Any], kind: FromPath[str], provider_id: RowId) -> Response[Any]:
+async def inbound(
+    request: Request[Any, Any, Any], kind: FromPath[str], provider_id: FromPath[int]
+) -> Response[Any]:
     if kind not in KINDS or (request.method == "GET" and kind not in ("twilio", "vonage")):
         raise NotFound("no active provider configuration at this URL")
     inbound_request = InboundRequest(

@@ -7,10 +7,9 @@ from typing import Annotated
 
 from litestar import Response, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromQuery, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from suppress.api.auth import requires
-from suppress.api.contract import RowId
 from suppress.tenants import Principal
 from suppress.webhooks import DeliveryPage, DeliveryStatus, NewWebhook, Webhook, WebhookIn, Webhooks
 
@@ -52,7 +51,7 @@ async def list_webhooks(
     guards=[requires("admin")],
 )
 async def disable_webhook(
-    principal: NamedDependency[Principal], webhooks: NamedDependency[Webhooks], webhook_id: RowId
+    principal: NamedDependency[Principal], webhooks: NamedDependency[Webhooks], webhook_id: FromPath[int]
 ) -> Webhook:
     return await webhooks.disable(principal, webhook_id, datetime.now(UTC))
 
@@ -69,7 +68,7 @@ async def disable_webhook(
 async def list_deliveries(
     principal: NamedDependency[Principal],
     webhooks: NamedDependency[Webhooks],
-    webhook_id: RowId,
+    webhook_id: FromPath[int],
     status: FromQuery[DeliveryStatus | None] = None,
     cursor: Annotated[str | None, QueryParameter(max_length=100)] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
