@@ -179,3 +179,20 @@ async def test_bodies_read_by_the_handler_are_documented(client: Client) -> None
     one_click = schema["paths"]["/u/{token}"]["post"]["requestBody"]["content"]
     form = one_click["application/x-www-form-urlencoded"]["schema"]
     assert form["properties"]["List-Unsubscribe"]["enum"] == ["One-Click"]
+
+
+async def test_created_things_link_to_what_can_be_done_with_them(client: Client) -> None:
+    schema = (await client.get("/schema/openapi.json")).json()
+    paths = schema["paths"]
+    for path, status, targets in (
+        ("/v1/webhooks", "201", {"/v1/webhooks/{webhook_id}": "delete"}),
+        ("/v1/providers", "201", {"/v1/providers/{provider_id}": "delete"}),
+        ("/v1/imports", "202", {"/v1/imports/{import_id}": "get"}),
+    ):
+        links = paths[path]["post"]["responses"][status]["links"].values()
+        for target, method in targets.items():
+            ref = "#/paths/" + target.replace("/", "~1") + "/" + method
+            [link] = [link for link in links if link["operationRef"] == ref]
+            [(parameter, expression)] = link["parameters"].items()
+            assert parameter in target and expression == "$response.body#/id"
+            assert method in paths[target]

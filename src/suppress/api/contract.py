@@ -25,6 +25,7 @@ from typing import Any, Final
 
 from litestar import Litestar
 from litestar.openapi.spec import (
+    Link,
     OpenAPI,
     OpenAPIHeader,
     OpenAPIMediaType,
@@ -70,6 +71,8 @@ class Documented:
     media_types: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
     body: Mapping[str, Schema] = field(default_factory=dict)
     only: frozenset[int] = frozenset()
+    # status → [(method, path, {parameter: runtime expression})]: what the answer leads to.
+    links: Mapping[int, tuple[tuple[str, str, Mapping[str, str]], ...]] = field(default_factory=dict)
 
 
 def documented(
@@ -78,17 +81,20 @@ def documented(
     media_types: Mapping[int, Iterable[str]] | None = None,
     only_media_types: Mapping[int, Iterable[str]] | None = None,
     body: Mapping[str, Schema] | None = None,
+    links: Mapping[int, Iterable[tuple[str, str, Mapping[str, str]]]] | None = None,
 ) -> dict[str, Any]:
     """A handler's `opt` for what the rules cannot see: e.g. `problems=[429]`; `media_types={200:
     ["text/xml"]}` for a type answered besides the documented one, `only_media_types` for types
     answered instead of it (a Stream whose type depends on the request: the handler's own
     `media_type` would override the Stream's); `body={"text/csv": Schema(...)}` for a body the
-    handler reads from the request itself (the body rules then apply)."""
+    handler reads from the request itself (the body rules then apply); `links={201: [("DELETE",
+    "/v1/things/{thing_id}", {"thing_id": "$response.body#/id"})]}` for the operations an answer's
+    values lead to (OpenAPI links: clients and Schemathesis's stateful phase follow them)."""
     types = {status: tuple(names) for status, names in (media_types or {}).items()}
     only = {status: tuple(names) for status, names in (only_media_types or {}).items()}
-    return {
-        CONTRACT_OPT: Documented(frozenset(problems), {**types, **only}, dict(body or {}), frozenset(only))
-    }
+    leads = {status: tuple(targets) for status, targets in (links or {}).items()}
+    declared = Documented(frozenset(problems), {**types, **only}, dict(body or {}), frozenset(only), leads)
+    return {CONTRACT_OPT: declared}
 
 
 def problem_schema() -> Schema:
@@ -171,6 +177,15 @@ def _headers(status: int) -> dict[str, OpenAPIHeader | Reference] | None:
     return None
 
 
+def _operation_ref(method: str, path: str) -> str:
+    return "#/paths/" + path.replace("~", "~0").replace("/", "~1") + "/" + method.lower()
+
+
+def _link_name(method: str, path: str) -> str:
+    words = [w.strip("{}") for w in path.split("/") if w and w != "v1"]
+    return method.capitalize() + "".join(w.replace("_", " ").title().replace(" ", "") for w in words)
+
+
 def _handlers_by_operation(app: Litestar) -> dict[tuple[str, str], Documented]:
     found: dict[tuple[str, str], Documented] = {}
     for route in app.routes:
@@ -224,5 +239,15 @@ def document_problems(app: Litestar) -> OpenAPI:
                             media_type, OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING))
                         )
                     response.content = content
+            for status, targets in extra.links.items():
+                response = responses.get(str(status))
+                if isinstance(response, OpenAPIResponse):
+                    response.links = {
+                        _link_name(target_method, target_path): Link(
+                            operation_ref=_operation_ref(target_method, target_path),
+                            parameters=dict(parameters),
+                        )
+                        for target_method, target_path, parameters in targets
+                    }
             operation.responses = dict(sorted(responses.items()))
     return openapi

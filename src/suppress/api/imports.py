@@ -98,7 +98,15 @@ def _boundary(content_type: str) -> str:
     summary="Upload a file to import",
     tags=["imports"],
     request_max_body_size=None,
-    opt=documented(body=UPLOAD_BODY),  # read from the request as it streams in
+    opt=documented(
+        body=UPLOAD_BODY,  # read from the request as it streams in
+        links={
+            202: [
+                ("GET", "/v1/imports/{import_id}", {"import_id": "$response.body#/id"}),
+                ("GET", "/v1/imports/{import_id}/errors", {"import_id": "$response.body#/id"}),
+            ]
+        },
+    ),
     description=(
         "The file is the raw body (any content type but multipart) or the `file` part of a "
         "multipart/form-data body; what it holds is said in query parameters. `kind`: suppressions, "

@@ -78,6 +78,14 @@ async def provider_services(app: Litestar) -> AsyncIterator[None]:
     "message stream, SES topic) to a topic; `campaign_key` names the tag / custom arg / metadata key "
     "that carries the campaign. Needs `admin`. docs/providers.md has every field.",
     guards=[requires("admin")],
+    opt=documented(
+        links={
+            201: [
+                ("GET", "/v1/providers/{provider_id}/events", {"provider_id": "$response.body#/id"}),
+                ("DELETE", "/v1/providers/{provider_id}", {"provider_id": "$response.body#/id"}),
+            ]
+        }
+    ),
 )
 async def create_provider(
     principal: NamedDependency[Principal],

@@ -10,6 +10,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from suppress.api.auth import requires
+from suppress.api.contract import documented
 from suppress.tenants import Principal
 from suppress.webhooks import DeliveryPage, DeliveryStatus, NewWebhook, Webhook, WebhookIn, Webhooks
 
@@ -22,6 +23,14 @@ from suppress.webhooks import DeliveryPage, DeliveryStatus, NewWebhook, Webhook,
     "as JSON, signed in the `Suppress-Signature` header, and retried with exponential backoff. The "
     "response holds the signing `secret`: it is shown only here. Needs `admin`.",
     guards=[requires("admin")],
+    opt=documented(
+        links={
+            201: [
+                ("GET", "/v1/webhooks/{webhook_id}/deliveries", {"webhook_id": "$response.body#/id"}),
+                ("DELETE", "/v1/webhooks/{webhook_id}", {"webhook_id": "$response.body#/id"}),
+            ]
+        }
+    ),
 )
 async def register_webhook(
     principal: NamedDependency[Principal], webhooks: NamedDependency[Webhooks], data: JSONBody[WebhookIn]
