@@ -167,6 +167,8 @@ def test_the_api_answers_as_its_openapi_document_says(
     summary = run.stdout[-25_000:] + run.stderr[-3_000:]
     assert run.returncode == 0, f"schemathesis seed {seed} (SUPPRESS_CONTRACT_SEED={seed}):\n{summary}"
     assert "Tested: " in run.stdout, summary
+    # The run's size, for the log: "N generated, N passed".
+    print(next((line.strip() for line in run.stdout.splitlines() if " generated, " in line), ""))
 
 
 async def test_the_schema_page_renders_offline_in_a_browser(server: str, browser: Browser) -> None:
