@@ -9,8 +9,6 @@ from typing import Any
 
 from litestar import Litestar, Request, Response, Router
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
 
 from suppress import queue
 from suppress.addresses import AddressHasher
@@ -27,9 +25,12 @@ from suppress.api import settings as settings_api
 from suppress.api import sms as sms_api
 from suppress.api import unsubscribe as unsubscribe_api
 from suppress.api import webhooks as webhooks_api
+from suppress.api.contract import document_problems
 from suppress.api.dashboard import DashboardSessions
 from suppress.api.problems import problem_response
+from suppress.api.schema_site import openapi_config
 from suppress.api.services import DEPENDENCIES, services
+from suppress.api.validation import field_errors
 from suppress.checks import CheckService
 from suppress.config import DerivedKeys, Settings
 from suppress.db import create_pool
@@ -108,18 +109,20 @@ def _domain_error(request: Request[Any, Any, Any], exc: SuppressError) -> Respon
 
 def _validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
     """Schema violations: 422 for a body that is JSON but not the expected document, 400 for
-    bad path or query parameters."""
-    errors = [e for e in exc.extra if isinstance(e, dict)] if isinstance(exc.extra, list) else []
-    in_body = any(e.get("source") == "body" for e in errors)
+    bad path or query parameters; `errors` says for each field, named as in the API, what is wrong."""
+    raw = [e for e in exc.extra if isinstance(e, dict)] if isinstance(exc.extra, list) else []
+    in_body = any(e.get("source") == "body" for e in raw)
+    errors = field_errors(request, exc)
+    said = "; ".join(f"{e['field']} {e['message']}" if e["field"] else str(e["message"]) for e in errors[:3])
+    fallback = (
+        "the body does not match the expected schema" if in_body else "a path or query parameter is invalid"
+    )
     return problem_response(
         422 if in_body else 400,
         "invalid_request" if in_body else "invalid_parameter",
-        "the body does not match the expected schema" if in_body else "a path or query parameter is invalid",
+        said or fallback,
         request.url.path,
-        errors=[
-            {"message": str(e.get("message")), "field": e.get("key"), "source": e.get("source")}
-            for e in errors
-        ],
+        errors=errors,
     )
 
 
@@ -169,6 +172,8 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
             *dashboard_api.routes,
         ],
         lifespan=[_services, providers_api.provider_services],
+        # Built once at start-up (half a second), not on every construction of the app.
+        on_startup=[document_problems],
         dependencies=DEPENDENCIES,
         exception_handlers={
             SuppressError: _domain_error,
@@ -177,23 +182,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
             Exception: _unexpected_error,
         },
         request_max_body_size=MAX_BODY_BYTES,
-        openapi_config=OpenAPIConfig(
-            title="suppress",
-            version="1.0.0",
-            description=(
-                "Marketing suppression and unsubscribe service: pre-send checks with the legal "
-                "basis, one-click unsubscribe, consents, customer relationships and list health."
-            ),
-            path="/schema",
-            components=Components(
-                security_schemes={
-                    "BearerAuth": SecurityScheme(
-                        type="http", scheme="bearer", description="API key, `sk_...`"
-                    )
-                }
-            ),
-            security=[{"BearerAuth": []}],
-        ),
+        openapi_config=openapi_config(),
         debug=False,
     )
     app.state.settings = settings

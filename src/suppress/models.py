@@ -30,7 +30,17 @@ ADMIN_ONLY_LIFT: frozenset[str] = frozenset({"complained", "erased"})
 
 AwareDatetime = Annotated[datetime, Meta(tz=True)]
 RawAddress = Annotated[str, Meta(min_length=1, max_length=512)]
-TopicName = Annotated[str, Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
+# The description is the rule in words: validation errors quote it (api/validation.py).
+TopicName = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$",
+        description="a topic name: a letter or digit first, then letters, digits, `_`, `.` or `-`, "
+        "at most 100 characters",
+    ),
+]
 CampaignName = Annotated[str, Meta(min_length=1, max_length=200)]
 CustomerRef = Annotated[str, Meta(min_length=1, max_length=200)]
 ShortText = Annotated[str, Meta(max_length=2000)]

@@ -144,7 +144,7 @@ class SuppressionWrites(WriteCore):
             )
             reasons = [r["reason"] for r in rows if reason is None or r["reason"] == reason]
             if not reasons:
-                what = f"a {reason!r} suppression" if reason else "a suppression"
+                what = f"{reason!r} suppression" if reason else "suppression"
                 scope = f"topic {topic!r}" if topic else "all topics"
                 raise NotFound(f"{normalised} has no {what} on {channel} for {scope}")
             protected = sorted(set(reasons) & ADMIN_ONLY_LIFT)

@@ -170,7 +170,9 @@ Rate = Annotated[float, Meta(ge=0, le=1)]
 # A line a rate is compared against with >=: zero would flag every campaign.
 AlertLine = Annotated[float, Meta(gt=0, le=1)]
 Days = Annotated[int, Meta(ge=1, le=3650)]
-Region = Annotated[str, Meta(pattern=r"^[A-Z]{2}$")]
+Region = Annotated[
+    str, Meta(pattern=r"^[A-Z]{2}$", description="a country code of two capital letters, such as NO")
+]
 BlockingReason = SuppressionReason
 DisplayName = Annotated[str, Meta(min_length=1, max_length=200)]
 

@@ -8,11 +8,13 @@ from typing import Annotated, Any
 
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIType, Schema
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
 from multipart import MultipartError, MultipartSegment, PushMultipartParser  # type: ignore[import-untyped]
 
 from suppress.api.auth import requires
+from suppress.api.contract import documented
 from suppress.errors import MalformedRequest
 from suppress.imports.exports import MEDIA_TYPES, ExportFormat, export_suppressions
 from suppress.imports.records import ImportFormat, ImportKind, ImportOptions, ProviderList
@@ -23,6 +25,17 @@ from suppress.tenants import Principal
 
 # Room for multipart headers and boundaries on top of the file itself.
 MULTIPART_OVERHEAD = 64 * 1024
+_FILE = Schema(type=OpenAPIType.STRING, description="the file: UTF-8 CSV or NDJSON, or a provider's export")
+UPLOAD_BODY = {
+    "text/csv": _FILE,
+    "application/x-ndjson": _FILE,
+    "application/octet-stream": _FILE,
+    "multipart/form-data": Schema(
+        type=OpenAPIType.OBJECT,
+        required=["file"],
+        properties={"file": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)},
+    ),
+}
 
 
 class _Body:
@@ -86,6 +99,15 @@ def _boundary(content_type: str) -> str:
     summary="Upload a file to import",
     tags=["imports"],
     request_max_body_size=None,
+    opt=documented(
+        body=UPLOAD_BODY,  # read from the request as it streams in
+        links={
+            202: [
+                ("GET", "/v1/imports/{import_id}", {"import_id": "$response.body#/id"}),
+                ("GET", "/v1/imports/{import_id}/errors", {"import_id": "$response.body#/id"}),
+            ]
+        },
+    ),
     description=(
         "The file is the raw body (any content type but multipart) or the `file` part of a "
         "multipart/form-data body; what it holds is said in query parameters. `kind`: suppressions, "
@@ -153,6 +175,7 @@ async def get_import(
     tags=["imports"],
     description="Every row that was not imported: line, error, raw text. Needs `read`.",
     guards=[requires("read")],
+    media_type="text/csv",
 )
 async def import_errors(
     principal: NamedDependency[Principal], imports: NamedDependency[Imports], import_id: FromPath[int]
@@ -173,6 +196,7 @@ async def import_errors(
     "address, reason, topic, since, expires_at, campaign, note (the CSV imports back as "
     "kind=suppressions). Erased recipients have no address and are left out. Needs `read`.",
     guards=[requires("read")],
+    opt=documented(only_media_types={200: MEDIA_TYPES.values()}),
 )
 async def export(
     request: Request[Any, Any, Any],

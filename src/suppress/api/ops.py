@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, Response, get
+from litestar.openapi.datastructures import ResponseSpec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from suppress import queue
@@ -15,14 +16,24 @@ from suppress.metrics import REGISTRY
     "/healthz",
     summary="The process is alive",
     tags=["operations"],
-    security=[],
+    security=[{}],
     include_in_schema=True,
 )
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz", summary="PostgreSQL and Redis answer", tags=["operations"], security=[])
+@get(
+    "/readyz",
+    summary="PostgreSQL and Redis answer",
+    tags=["operations"],
+    security=[{}],
+    responses={
+        503: ResponseSpec(
+            dict[str, str], description="Not ready: `database` or `redis` says what is unavailable."
+        )
+    },
+)
 async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
     checks: dict[str, str] = {}
     try:
@@ -41,7 +52,7 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
     "/metrics",
     summary="Prometheus metrics",
     tags=["operations"],
-    security=[],
+    security=[{}],
     media_type=CONTENT_TYPE_LATEST,
 )
 async def metrics_endpoint() -> Response[bytes]:

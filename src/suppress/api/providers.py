@@ -13,6 +13,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from suppress.api.auth import requires
+from suppress.api.contract import documented
 from suppress.api.problems import problem_response
 from suppress.errors import NotFound
 from suppress.providers.certificates import HttpsFetcher, SnsCertificates, UrlFetcher
@@ -77,6 +78,14 @@ async def provider_services(app: Litestar) -> AsyncIterator[None]:
     "message stream, SES topic) to a topic; `campaign_key` names the tag / custom arg / metadata key "
     "that carries the campaign. Needs `admin`. docs/providers.md has every field.",
     guards=[requires("admin")],
+    opt=documented(
+        links={
+            201: [
+                ("GET", "/v1/providers/{provider_id}/events", {"provider_id": "$response.body#/id"}),
+                ("DELETE", "/v1/providers/{provider_id}", {"provider_id": "$response.body#/id"}),
+            ]
+        }
+    ),
 )
 async def create_provider(
     principal: NamedDependency[Principal],
@@ -128,7 +137,7 @@ async def list_provider_events(
     provider_configs: NamedDependency[ProviderConfigs],
     provider_id: FromPath[int],
     status: FromQuery[EventStatus | None] = None,
-    before: Annotated[int | None, QueryParameter(ge=1)] = None,
+    before: Annotated[int | None, QueryParameter(ge=1, le=2**62)] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
 ) -> list[ProviderEventView]:
     return await provider_configs.events(principal, provider_id, status=status, before=before, limit=limit)
@@ -142,6 +151,8 @@ async def list_provider_events(
     tags=["providers"],
     security=[{}],
     request_max_body_size=MAX_INBOUND_BYTES,
+    # No bearer key, but a signature check (401/403) over a raw body; Twilio gets TwiML back.
+    opt=documented(problems=[401, 403, 413], media_types={200: ["text/xml"]}),
     description="Called by the provider, not by you: no bearer key; the provider's signature (SNS, "
     "SendGrid, Mailgun, Twilio, Vonage) or credentials (Postmark) authenticate it, checked over the "
     "raw request. A request that does not verify is a 401/403 and changes nothing. A verified one is "

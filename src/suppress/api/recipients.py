@@ -7,6 +7,7 @@ from typing import Annotated
 
 from litestar import Response, delete, get, post
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from suppress.api.auth import requires
@@ -33,6 +34,8 @@ def _now() -> datetime:
     "the recipient's pages show, per language (`nb`, `en`); left out on an update, the texts stay. "
     "Needs `write`.",
     guards=[requires("write")],
+    status_code=201,
+    responses={200: ResponseSpec(Topic, description="The topic existed (its flag is updated).")},
 )
 async def save_topic(
     principal: NamedDependency[Principal], recipients: NamedDependency[Recipients], data: JSONBody[TopicIn]

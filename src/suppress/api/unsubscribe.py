@@ -10,8 +10,10 @@ from litestar import Request, Response, post, route
 from litestar.datastructures import FormMultiDict
 from litestar.di import NamedDependency
 from litestar.enums import HttpMethod, MediaType
+from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import FromPath, QueryParameter
 
+from suppress.api.contract import documented
 from suppress.api.pages import (
     SECURITY_HEADERS,
     Message,
@@ -38,6 +40,19 @@ ONE_CLICK_FIELD, ONE_CLICK_VALUE = "List-Unsubscribe", "One-Click"
 # else — a channel, an offer, partners — is not a choice this page offers: refused, nothing changed.
 OUTCOME_KEYS = {"applied": "done", "already": "already", "spooled": "spooled"}
 FORM_FIELDS = frozenset({ONE_CLICK_FIELD, "action", "lang", "topic", "event", "notice_version", "scope"})
+_TEXT = Schema(type=OpenAPIType.STRING)
+_FORM = Schema(
+    type=OpenAPIType.OBJECT,
+    properties={
+        ONE_CLICK_FIELD: Schema(type=OpenAPIType.STRING, enum=[ONE_CLICK_VALUE]),
+        "action": Schema(type=OpenAPIType.STRING, enum=["topic", "all", "undo", "preferences"]),
+        "scope": Schema(type=OpenAPIType.STRING, enum=["topic", "all"]),
+        "topic": Schema(type=OpenAPIType.ARRAY, items=_TEXT),
+        "lang": Schema(type=OpenAPIType.STRING, enum=["nb", "en"]),
+        "event": Schema(type=OpenAPIType.STRING, description="the unsubscribe event an undo reverses"),
+        "notice_version": Schema(type=OpenAPIType.STRING, description="the consent notice shown"),
+    },
+)
 
 
 def _html(content: str, status: int = 200) -> Response[str]:
@@ -55,7 +70,9 @@ def _evidence(request: Request[Any, Any, Any]) -> Evidence:
     http_method=[HttpMethod.GET, HttpMethod.HEAD],
     summary="Unsubscribe and preference page (HTML); never changes anything",
     tags=["unsubscribe"],
-    security=[],
+    security=[{}],
+    media_type=MediaType.HTML,
+    opt=documented(media_types={400: [MediaType.HTML]}),
 )
 async def show_page(
     request: Request[Any, Any, Any],
@@ -90,7 +107,13 @@ async def show_page(
         "changes nothing; a notice that changed since the page was shown is a 409. Repeats are no-ops."
     ),
     tags=["unsubscribe"],
-    security=[],
+    security=[{}],
+    media_type=MediaType.HTML,
+    # The form is read by the handler itself; the page's own errors are pages too.
+    opt=documented(
+        body={"application/x-www-form-urlencoded": _FORM, "multipart/form-data": _FORM},
+        media_types={s: [MediaType.HTML] for s in (400, 404, 409, 422, 503)},
+    ),
 )
 async def submit(
     request: Request[Any, Any, Any], unsubscriber: NamedDependency[Unsubscriber], token: FromPath[str]

@@ -10,6 +10,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from suppress.api.auth import requires
+from suppress.api.contract import documented
 from suppress.tenants import Principal
 from suppress.webhooks import DeliveryPage, DeliveryStatus, NewWebhook, Webhook, WebhookIn, Webhooks
 
@@ -25,6 +26,14 @@ from suppress.webhooks import DeliveryPage, DeliveryStatus, NewWebhook, Webhook,
     "reserved or unspecified address (in any notation), or a special-use name, is a 422 with code "
     "`non_public_url`; deliveries check the resolved address again. Needs `admin`.",
     guards=[requires("admin")],
+    opt=documented(
+        links={
+            201: [
+                ("GET", "/v1/webhooks/{webhook_id}/deliveries", {"webhook_id": "$response.body#/id"}),
+                ("DELETE", "/v1/webhooks/{webhook_id}", {"webhook_id": "$response.body#/id"}),
+            ]
+        }
+    ),
 )
 async def register_webhook(
     principal: NamedDependency[Principal], webhooks: NamedDependency[Webhooks], data: JSONBody[WebhookIn]

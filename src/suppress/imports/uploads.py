@@ -184,7 +184,7 @@ class Imports:
 
     async def get(self, tenant_id: int, import_id: int, *, errors: int = FIRST_ERRORS) -> ImportView:
         """One import's state with its first `errors` failed rows; NotFound for another tenant's."""
-        row = await self._pool.fetchrow(self._q.import_by_id, tenant_id, import_id)
+        row = await self._find(tenant_id, import_id)
         if row is None:
             raise NotFound(f"no import {import_id}")
         failed = await self._pool.fetch(self._q.import_errors_page, tenant_id, import_id, errors, -1)
@@ -214,9 +214,15 @@ class Imports:
             error_report=f"/v1/imports/{row['id']}/errors",
         )
 
+    async def _find(self, tenant_id: int, import_id: int) -> asyncpg.Record | None:
+        if not 0 < import_id < 2**63:  # never handed out, and past bigint the query would fail
+            return None
+        record: asyncpg.Record | None = await self._pool.fetchrow(self._q.import_by_id, tenant_id, import_id)
+        return record
+
     async def error_report(self, tenant_id: int, import_id: int, *, page: int = 1000) -> AsyncIterator[bytes]:
         """Every failed row as CSV (line, error, raw), streamed page by page."""
-        if await self._pool.fetchrow(self._q.import_by_id, tenant_id, import_id) is None:
+        if await self._find(tenant_id, import_id) is None:
             raise NotFound(f"no import {import_id}")
         return self._error_rows(tenant_id, import_id, page)
 

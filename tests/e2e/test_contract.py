@@ -1,0 +1,187 @@
+"""The API keeps its OpenAPI contract: Schemathesis drives a real `suppress serve` from
+/schema/openapi.json (coverage, fuzzing and stateful phases) and every answer must be documented —
+status, content type and body schema — and none may be a 5xx.
+
+The server gets a database and a Redis of its own: what the generated requests register (webhooks
+to made-up hosts, imports, provider configurations) must never reach a worker of another test.
+The seed is random and printed; rerun a failure with SUPPRESS_CONTRACT_SEED=<seed>.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from playwright.async_api import Browser
+
+from suppress.config import ENV_VARS
+from suppress.devstack.embedded import EmbeddedRedis, free_port
+from suppress.migrate import migrate
+from suppress.sql import Queries
+from suppress.tenants import create_tenant
+from tests.conftest import TEST_SECRET, _with_database
+from tests.live import _wait_ready, open_page
+
+CHECKS = (
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_schema_conformance",
+)
+PHASES = ("coverage", "fuzzing", "stateful")
+# Cases per operation and phase: the whole run stays around a minute on two shared cores.
+MAX_EXAMPLES = 15
+RUN_TIMEOUT_S = 540
+
+
+@pytest.fixture(scope="module")
+async def contract_database(server_database_url: str) -> AsyncIterator[str]:
+    name = f"suppress_contract_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = await asyncpg.connect(server_database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = _with_database(server_database_url, name)
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    yield url
+    admin = await asyncpg.connect(server_database_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="module")
+def contract_redis(embedded_root: Path) -> Iterator[str]:
+    """A Redis no worker of the test run listens to."""
+    server = EmbeddedRedis(embedded_root / f"contract-redis-{secrets.token_hex(3)}")
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def contract_server(
+    contract_database: str, contract_redis: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    env.update(
+        SUPPRESS_DATABASE_URL=contract_database,
+        SUPPRESS_REDIS_URL=contract_redis,
+        SUPPRESS_SECRET=TEST_SECRET,
+        SUPPRESS_PUBLIC_URL=base,
+    )
+    log_path = tmp_path_factory.mktemp("contract") / "serve.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "suppress.cli", "serve", "--port", str(port), "--no-access-log"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait_ready(proc, base, log_path)
+            yield base
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope="module")
+async def contract_key(contract_server: str, contract_database: str, queries: Queries) -> str:
+    """A tenant with a topic, a suppression and a customer to find; returns its admin key (every scope)."""
+    conn = await asyncpg.connect(contract_database)
+    try:
+        key = (await create_tenant(conn, queries, "contract")).api_key
+    finally:
+        await conn.close()
+    auth = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=contract_server, headers=auth, timeout=10) as http:
+        for path, body in (
+            ("/v1/topics", {"name": "newsletter", "soft_opt_in": True}),
+            ("/v1/suppressions", {"channel": "email", "address": "ola@example.no", "reason": "manual"}),
+            (
+                "/v1/customers",
+                {
+                    "customer_ref": "c-1",
+                    "event": "purchase",
+                    "addresses": [
+                        {"channel": "email", "address": "kari@example.no", "collected_in_sale": True}
+                    ],
+                },
+            ),
+        ):
+            response = await http.post(path, json=body)
+            assert response.status_code < 300, response.text
+    return key
+
+
+def test_the_api_answers_as_its_openapi_document_says(
+    contract_server: str, contract_key: str, tmp_path: Path
+) -> None:
+    seed = int(os.environ.get("SUPPRESS_CONTRACT_SEED") or secrets.randbelow(2**31))
+    print(f"schemathesis seed: {seed} (rerun with SUPPRESS_CONTRACT_SEED={seed})")
+    command = [
+        str(Path(sys.executable).parent / "st"),
+        "run",
+        f"{contract_server}/schema/openapi.json",
+        "--header",
+        f"Authorization: Bearer {contract_key}",
+        "--checks",
+        ",".join(CHECKS),
+        "--phases",
+        ",".join(PHASES),
+        "--max-examples",
+        str(MAX_EXAMPLES),
+        "--seed",
+        str(seed),
+        "--workers",
+        "1",
+        "--request-timeout",
+        "30",
+    ]
+    env = {**os.environ, "NO_COLOR": "1"}
+    run = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False
+    )
+    summary = run.stdout[-25_000:] + run.stderr[-3_000:]
+    assert run.returncode == 0, f"schemathesis seed {seed} (SUPPRESS_CONTRACT_SEED={seed}):\n{summary}"
+    assert "Tested: " in run.stdout, summary
+    # The run's size, for the log: "N generated, N passed".
+    print(next((line.strip() for line in run.stdout.splitlines() if " generated, " in line), ""))
+
+
+async def test_the_schema_page_renders_offline_in_a_browser(server: str, browser: Browser) -> None:
+    """Swagger UI comes from this service: Chromium asks no other host and shows the operations."""
+    requested: list[str] = []
+    async with open_page(browser) as page:
+        page.on("request", lambda request: requested.append(request.url))
+        await page.goto(f"{server}/schema")
+        await page.locator(".opblock").first.wait_for()
+        operations = await page.locator(".opblock").count()
+        title = await page.locator(".info .title").inner_text()
+    assert operations >= 40, operations
+    assert title.startswith("suppress")
+    foreign = [url for url in requested if not url.startswith(server) and not url.startswith("data:")]
+    assert not foreign, foreign
+    assert f"{server}/schema/assets/swagger-ui-bundle.js" in requested
