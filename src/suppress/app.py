@@ -29,6 +29,7 @@ from suppress.api import unsubscribe as unsubscribe_api
 from suppress.api import webhooks as webhooks_api
 from suppress.api.dashboard import DashboardSessions
 from suppress.api.problems import problem_response
+from suppress.api.reads import read_your_writes
 from suppress.api.services import DEPENDENCIES, services
 from suppress.checks import CheckService
 from suppress.config import DerivedKeys, Settings
@@ -37,6 +38,7 @@ from suppress.errors import SuppressError
 from suppress.health import HealthService
 from suppress.imports.uploads import Imports
 from suppress.recipients import Recipients
+from suppress.replicas import open_reads
 from suppress.rights import Rights
 from suppress.sql import load_queries
 from suppress.tenants import Authenticator
@@ -63,14 +65,22 @@ async def _services(app: Litestar) -> AsyncIterator[None]:
                 # Preparing each statement checks it against the live schema: a broken query fails the boot.
                 await conn.prepare(getattr(queries, name))
         job_queue = await queue.connect(settings.require_redis_url())
+        reads = await open_reads(
+            pool,
+            settings.replica_urls,
+            max_lag_ms=settings.replica_max_lag_ms,
+            pool_size=settings.db_pool_size,
+            fences=job_queue,
+        )
         hasher = AddressHasher(keys.address_hash_key)
         keyring = TokenKeyring(keys.token_keys, keys.current_token_key_id)
         app.state.pool = pool
+        app.state.reads = reads
         app.state.queries = queries
         app.state.queue = job_queue
         app.state.authenticator = Authenticator(pool, queries)
-        app.state.checks = CheckService(pool, queries, hasher, keyring, settings.public_url)
-        app.state.recipients = Recipients(pool, queries, hasher, job_queue)
+        app.state.checks = CheckService(pool, queries, hasher, keyring, settings.public_url, reads)
+        app.state.recipients = Recipients(pool, queries, hasher, job_queue, reads)
         app.state.keyring = keyring
         app.state.webhooks = Webhooks(
             pool,
@@ -79,8 +89,8 @@ async def _services(app: Litestar) -> AsyncIterator[None]:
             allow_http=settings.allow_http_webhooks,
         )
         app.state.unsubscriber = Unsubscriber(pool, queries, keyring, job_queue)
-        app.state.rights = Rights(pool, queries, app.state.recipients, job_queue)
-        app.state.health = HealthService(pool, queries)
+        app.state.rights = Rights(pool, queries, app.state.recipients, job_queue, reads)
+        app.state.health = HealthService(pool, queries, reads)
         app.state.imports = Imports(pool, queries, job_queue, max_bytes=settings.import_max_bytes)
         app.state.dashboard_sessions = DashboardSessions(
             settings.require_secret(), secure=settings.public_url.startswith("https://")
@@ -88,6 +98,7 @@ async def _services(app: Litestar) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            await reads.close()
             await job_queue.aclose()
     finally:
         await pool.close()
@@ -161,6 +172,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *dashboard_api.routes,
         ],
         lifespan=[_services, providers_api.provider_services],
+        middleware=[read_your_writes],
         dependencies=DEPENDENCIES,
         exception_handlers={
             SuppressError: _domain_error,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import msgspec
 
 from suppress.consents import ConsentWrites
@@ -56,14 +57,18 @@ class Recipients(TopicWrites, ConsentWrites, CustomerWrites):
         """A recipient's state, the marketing decision per topic, and the ledger behind it."""
         normalised, digest = self.key(principal, channel, raw_address)
         args = (principal.tenant_id, channel, digest)
-        async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(self._q.recipient_state, *args)
-            topics = await conn.fetch(self._q.list_topics, principal.tenant_id)
-            if row is None:
-                details, history = None, []
-            else:
+
+        async def read(pool: asyncpg.Pool) -> tuple[Any, list[Any], Any, list[Any]]:
+            async with pool.acquire() as conn:
+                row = await conn.fetchrow(self._q.recipient_state, *args)
+                topics = await conn.fetch(self._q.list_topics, principal.tenant_id)
+                if row is None:
+                    return row, topics, None, []
                 details = await conn.fetchrow(self._q.recipient_details, *args)
                 history = await conn.fetch(self._q.recipient_events, *args, events)
+            return row, topics, details, history
+
+        row, topics, details, history = await self.reads.run(principal, read)
         state = None
         if row is not None:
             state = RecipientState(
