@@ -216,8 +216,9 @@ class Route:
     def __init__(self, primary: asyncpg.Pool, replicas: ReplicaSet | None, replica: Replica | None) -> None:
         self._primary = primary
         self._replicas = replicas
-        self.replica = replica
-        self.pool = replica.pool if replica is not None and replica.pool is not None else primary
+        # the monitor may have dropped the replica's pool since it was chosen
+        self.replica = replica if replica is not None and replica.pool is not None else None
+        self.pool = self.replica.pool if self.replica is not None and self.replica.pool else primary
 
     async def run(self, read: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
         """`read(pool)` on the chosen pool; on the primary again if a replica fails it."""

@@ -25,6 +25,9 @@ def read_your_writes(app: ASGIApp) -> ASGIApp:
             await app(scope, receive, send)
             return
         reads: Reads = scope["litestar_app"].state.reads
+        if reads.replicas is None:  # every read is on the primary: nothing to fence
+            await app(scope, receive, send)
+            return
 
         async def fenced(message: Message) -> None:
             if message["type"] == "http.response.start" and message["status"] < 400:
