@@ -94,9 +94,7 @@ async def timed(calls: int, size: int, check: Callable[[list[str]], Awaitable[ob
     return calls * size / (time.perf_counter() - began)
 
 
-async def run(args: argparse.Namespace) -> str:
-    root = Path(tempfile.mkdtemp(prefix="suppress-bench-replicas-"))
-    root.chmod(0o711)
+async def run(args: argparse.Namespace, root: Path) -> str:
     primary = EmbeddedPostgres(root / "primary")
     standby: EmbeddedStandby | None = None
     try:
@@ -160,11 +158,12 @@ async def run(args: argparse.Namespace) -> str:
         if standby is not None:
             standby.stop()
         primary.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--single", type=int, default=1000, help="one-recipient checks per run")
@@ -175,7 +174,12 @@ def main() -> int:
     if args.quick:
         args.rows, args.runs, args.single, args.batches = 20_000, 3, 300, 30
     args.load_before = os.getloadavg()
-    print(asyncio.run(asyncio.wait_for(run(args), timeout=1800)))
+    root = Path(tempfile.mkdtemp(prefix="suppress-bench-replicas-"))
+    root.chmod(0o711)  # the servers' service user must reach its folders (devstack/embedded.py)
+    try:
+        print(asyncio.run(asyncio.wait_for(run(args, root), timeout=1800)))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
     return 0
 
 
