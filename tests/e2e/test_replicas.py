@@ -10,6 +10,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,18 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from suppress import metrics
+from suppress.addresses import AddressHasher
 from suppress.app import create_app
-from suppress.config import Settings
+from suppress.checks import STREAM_FROM, CheckRequest, CheckService
+from suppress.config import DerivedKeys, Settings
+from suppress.db import create_pool
 from suppress.devstack.embedded import EmbeddedPostgres
 from suppress.devstack.replication import EmbeddedStandby
 from suppress.migrate import migrate
+from suppress.replicas import Reads, ReplicaSet
 from suppress.sql import load_queries
-from suppress.tenants import create_api_key, create_tenant
+from suppress.tenants import Authenticator, create_api_key, create_tenant
+from suppress.tokens import TokenKeyring
 from tests.conftest import PUBLIC_URL, TEST_SECRET
 
 MAX_LAG_MS = 1500
@@ -231,3 +237,37 @@ async def test_checks_keep_answering_from_the_primary_when_the_replica_is_killed
     # Brought back (same address), the replica is found again by the monitor and read again.
     await asyncio.to_thread(cluster.standby.start)
     await replica_sees(cluster, client, keys, allowed)
+
+
+async def test_a_large_check_moves_to_the_primary_when_its_replica_dies_before_it_reads(
+    cluster: Cluster, app: Litestar, client: AsyncTestClient[Litestar], keys: Keys
+) -> None:
+    """A check of 5 000+ recipients reads through a cursor; its replica failing at the start sends
+    the whole read to the primary. Its own ReplicaSet, probed by hand: no monitor gets there first."""
+    allowed = f"stor.{secrets.token_hex(4)}@example.no"
+    await consent(client, keys, allowed)
+    await replica_sees(cluster, client, keys, allowed)
+    settings: Settings = app.state.settings
+    queries = load_queries()
+    primary = await create_pool(cluster.primary.dsn, size=2)
+    replicas = ReplicaSet(primary, [cluster.standby.dsn], max_lag=60.0, pool_size=2)
+    try:
+        await replicas.probe()
+        assert replicas.choose(None) is not None
+        principal = await Authenticator(primary, queries).authenticate(keys.reader["Authorization"])
+        keyring = TokenKeyring({1: b"k" * 64}, 1)
+        hasher = AddressHasher(DerivedKeys.from_settings(settings).address_hash_key)
+        service = CheckService(primary, queries, hasher, keyring, PUBLIC_URL, Reads(primary, replicas))
+        recipients = [allowed] + [f"nobody{n}@example.no" for n in range(STREAM_FROM)]
+        await asyncio.to_thread(cluster.standby.kill)
+        answer = await service.check(
+            principal,
+            CheckRequest(channel="email", purpose="marketing", recipients=recipients),
+            datetime.now(UTC),
+        )
+        assert answer.results[0].allowed and answer.summary.allowed == 1
+        assert not replicas.replicas[0].up  # given up by the check itself: nothing else probes this set
+    finally:
+        await replicas.close()
+        await primary.close()
+        await asyncio.to_thread(cluster.standby.start)
