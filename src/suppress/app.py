@@ -88,7 +88,7 @@ async def _services(app: Litestar) -> AsyncIterator[None]:
             SecretBox.from_secret(settings.require_secret()),
             allow_http=settings.allow_http_webhooks,
         )
-        app.state.unsubscriber = Unsubscriber(pool, queries, keyring, job_queue)
+        app.state.unsubscriber = Unsubscriber(pool, queries, keyring, job_queue, reads)
         app.state.rights = Rights(pool, queries, app.state.recipients, job_queue, reads)
         app.state.health = HealthService(pool, queries, reads)
         app.state.imports = Imports(pool, queries, job_queue, max_bytes=settings.import_max_bytes)

@@ -13,8 +13,9 @@ and tried again later, with a growing pause.
 
 Read-your-writes: after an API key's acknowledged write, the primary's WAL position (which is past
 the write's commit) is stored in Redis as that key's *fence* (`note_write`, with a TTL; shared by
-every API process). A read for the same key goes to a replica only when the replica had already
-replayed past the fence at its last probe; otherwise it routes around it, to the primary.
+every API process); after a recipient's own unsubscribe (page, one-click) as its tenant's fence
+(`note_recipient_write`). A read for a key goes to a replica only when the replica had already
+replayed past both fences at its last probe; otherwise it routes around it, to the primary.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ T = TypeVar("T")
 REPLICA_FAILURES: tuple[type[BaseException], ...] = (*DATABASE_DOWN, asyncpg.SerializationError, Unavailable)
 #: How long a fence outlives its write: far beyond any lag a replica may have and still be read.
 FENCE_TTL_SECONDS = 300
-FENCE_KEY = "suppress:fence:{key_id}"
+FENCE_KEY = "suppress:fence:key:{key_id}"
+# A recipient's own unsubscribe (page, one-click) fences every key of its tenant.
+TENANT_FENCE_KEY = "suppress:fence:tenant:{tenant_id}"
 PROBE_TIMEOUT = 2.0
 #: What a probe of an unreachable or broken server raises.
 PROBE_FAILURES: tuple[type[BaseException], ...] = (*DATABASE_DOWN, asyncpg.PostgresError)
@@ -262,7 +265,7 @@ class Reads:
         fence: int | None = None
         if principal is not None:
             try:
-                fence = await self._fence(principal.key_id)
+                fence = await self._fence(principal)
             except Exception:  # no way to know the caller's last write: only the primary is safe
                 log.warning("cannot read the write fence; reading from the primary")
                 return Route(self.primary, self.replicas, None)
@@ -272,18 +275,30 @@ class Reads:
         """`read(pool)` where this caller's reads go (see `route`)."""
         return await (await self.route(principal)).run(read)
 
-    async def _fence(self, key_id: int) -> int | None:
+    async def _fence(self, principal: Principal) -> int | None:
+        """The last write this caller must see: its key's own, or a recipient's in its tenant."""
         if self._fences is None:
             return None
-        raw = await cast("Awaitable[bytes | None]", self._fences.get(FENCE_KEY.format(key_id=key_id)))
-        return None if raw is None else int(raw)
+        keys = (
+            FENCE_KEY.format(key_id=principal.key_id),
+            TENANT_FENCE_KEY.format(tenant_id=principal.tenant_id),
+        )
+        found = await cast("Awaitable[list[bytes | None]]", self._fences.mget(keys))
+        positions = [int(raw) for raw in found if raw is not None]
+        return max(positions) if positions else None
 
     async def note_write(self, principal: Principal) -> None:
         """After an acknowledged write by this key: its later reads must see it."""
+        await self._raise_fence(FENCE_KEY.format(key_id=principal.key_id))
+
+    async def note_recipient_write(self, tenant_id: int) -> None:
+        """After a recipient's own acknowledged unsubscribe: every key of the tenant must see it."""
+        await self._raise_fence(TENANT_FENCE_KEY.format(tenant_id=tenant_id))
+
+    async def _raise_fence(self, key: str) -> None:
         if self.replicas is None or self._fences is None:
             return
         position = int(await self.primary.fetchval(_PRIMARY_LSN))
-        key = FENCE_KEY.format(key_id=principal.key_id)
         await cast(
             "Awaitable[Any]", self._fences.eval(_RAISE_FENCE, 1, key, str(position), str(FENCE_TTL_SECONDS))
         )

@@ -198,6 +198,28 @@ async def test_unsubscribe_then_check_with_the_same_key_is_denied(
         assert "unsubscribed" in view.json()["active_suppressions"]
 
 
+async def test_a_recipients_one_click_unsubscribe_is_denied_at_once_to_every_key_of_the_tenant(
+    cluster: Cluster, client: AsyncTestClient[Litestar], keys: Keys
+) -> None:
+    address = f"siri.{secrets.token_hex(4)}@example.no"
+    await consent(client, keys, address)
+    await replica_sees(cluster, client, keys, address)
+    body = {"channel": "email", "purpose": "marketing", "recipients": [address]}
+    sent = await client.post("/v1/checks", json=body, headers=keys.reader)
+    link = sent.json()["results"][0]["unsubscribe_url"].removeprefix(PUBLIC_URL)
+    standby = await asyncpg.connect(cluster.standby.dsn)
+    try:
+        await standby.execute("SELECT pg_wal_replay_pause()")
+        clicked = await client.post(link, data={"List-Unsubscribe": "One-Click"})
+        assert clicked.status_code == 200, clicked.text
+        # The replica still holds the consent, but no sender key reads it any more.
+        assert (await check(client, keys.reader, address))["reason"] == "unsubscribed"
+        assert (await check(client, keys.admin, address))["reason"] == "unsubscribed"
+    finally:
+        await standby.execute("SELECT pg_wal_replay_resume()")
+        await standby.close()
+
+
 async def test_checks_keep_answering_from_the_primary_when_the_replica_is_killed(
     cluster: Cluster, client: AsyncTestClient[Litestar], keys: Keys
 ) -> None:
