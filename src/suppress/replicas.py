@@ -185,7 +185,7 @@ class ReplicaSet:
                 )
             except (Unavailable, TimeoutError) as exc:
                 replica.pool = None
-                await self.mark_down_unopened(replica, exc)
+                await self._mark_unreachable(replica, exc)
                 return
         assert replica.pool is not None
         try:
@@ -205,7 +205,7 @@ class ReplicaSet:
         replica.pause = RETRY_FIRST
         metrics.REPLICA_STALENESS.labels(replica.name).set(now - replica.fresh_as_of)
 
-    async def mark_down_unopened(self, replica: Replica, reason: BaseException) -> None:
+    async def _mark_unreachable(self, replica: Replica, reason: BaseException) -> None:
         log.warning("%s cannot be reached (%s); retrying later", replica.name, type(reason).__name__)
         replica.retry_at = time.monotonic() + replica.pause
         replica.pause = min(replica.pause * 2, RETRY_MAX)
