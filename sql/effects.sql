@@ -3,8 +3,8 @@
 SELECT e.tenant_id, e.id, e.channel, e.address_hash, e.kind, t.name AS topic, c.name AS campaign,
        e.source, e.actor, e.occurred_at, e.recorded_at, e.data, r.address
 FROM events e
-LEFT JOIN topics t ON t.id = e.topic_id
-LEFT JOIN campaigns c ON c.id = e.campaign_id
+LEFT JOIN topics t ON t.tenant_id = e.tenant_id AND t.id = e.topic_id
+LEFT JOIN campaigns c ON c.tenant_id = e.tenant_id AND c.id = e.campaign_id
 LEFT JOIN recipients r ON r.tenant_id = e.tenant_id AND r.channel = e.channel AND r.address_hash = e.address_hash
 WHERE e.tenant_id = $1 AND e.id = $2;
 

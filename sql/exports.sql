@@ -5,8 +5,8 @@ SELECT s.channel, r.address, s.reason, t.name AS topic, s.created_at AS since, s
        c.name AS campaign, s.note
 FROM suppressions s
 JOIN recipients r ON r.tenant_id = s.tenant_id AND r.channel = s.channel AND r.address_hash = s.address_hash
-LEFT JOIN topics t ON t.id = s.topic_id
-LEFT JOIN campaigns c ON c.id = s.campaign_id
+LEFT JOIN topics t ON t.tenant_id = s.tenant_id AND t.id = s.topic_id
+LEFT JOIN campaigns c ON c.tenant_id = s.tenant_id AND c.id = s.campaign_id
 WHERE s.tenant_id = $1
   AND ($2::text IS NULL OR s.channel = $2)
   AND ($3::text IS NULL OR s.reason = $3)

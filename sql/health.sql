@@ -259,7 +259,7 @@ SELECT bucket, sum(n)::bigint AS n FROM health_latency WHERE tenant_id = $1 AND 
 -- A tenant's campaigns active since $2, most recently active first, at most $3.
 SELECT c.name AS campaign, h.checked, h.allowed, h.denied, h.unsubscribed, h.complained, h.active_at
 FROM health_campaigns h
-JOIN campaigns c ON c.id = h.campaign_id
+JOIN campaigns c ON c.tenant_id = h.tenant_id AND c.id = h.campaign_id
 WHERE h.tenant_id = $1 AND h.active_at >= $2
 ORDER BY h.active_at DESC, h.campaign_id DESC
 LIMIT $3;

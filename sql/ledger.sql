@@ -38,9 +38,9 @@ SELECT t.tenant_id, c.seq, c.tree_size, c.first_event_id, c.last_event_id, c.roo
 FROM (SELECT $1::integer AS tenant_id) t
 LEFT JOIN LATERAL (
     SELECT seq, tree_size, first_event_id, last_event_id, root, previous, created_at, mac
-    FROM ledger_checkpoints WHERE tenant_id = t.tenant_id ORDER BY seq DESC LIMIT 1
+    FROM ledger_checkpoints WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1
 ) c ON true
-LEFT JOIN ledger_marks m ON m.tenant_id = t.tenant_id;
+LEFT JOIN ledger_marks m ON m.tenant_id = $1;
 
 -- name: ledger_unsealed_events
 -- Up to $4 of a tenant's unsealed events in id order, with every field the canonical line uses:

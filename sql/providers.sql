@@ -36,8 +36,8 @@ FROM providers WHERE id = $1 AND kind = $2 AND deleted_at IS NULL;
 -- unless its key was stored before. A nonce seen before stores nothing (`fresh` false).
 -- Returns the ids of the events stored now; redelivered ones are left out.
 WITH nonce AS (
-    INSERT INTO provider_nonces (provider_id, nonce, expires_at)
-    SELECT $2, $6::text, $7::timestamptz WHERE $6::text IS NOT NULL
+    INSERT INTO provider_nonces (tenant_id, provider_id, nonce, expires_at)
+    SELECT $1, $2, $6::text, $7::timestamptz WHERE $6::text IS NOT NULL
     ON CONFLICT DO NOTHING
     RETURNING 1
 ), fresh AS (
@@ -122,7 +122,8 @@ FROM latest, rule;
 -- later), and soft bounces too old to count for any future bounce under their tenant's window.
 WITH nonces AS (
     DELETE FROM provider_nonces
-    WHERE (provider_id, nonce) IN (SELECT provider_id, nonce FROM provider_nonces WHERE expires_at <= $1 LIMIT $3)
+    WHERE (tenant_id, provider_id, nonce) IN (
+        SELECT tenant_id, provider_id, nonce FROM provider_nonces WHERE expires_at <= $1 LIMIT $3)
     RETURNING 1
 ), events AS (
     DELETE FROM provider_events

@@ -23,8 +23,8 @@ SELECT s.created_at, s.channel, s.address_hash, s.topic_id, s.reason, s.expires_
        (s.expires_at IS NULL OR s.expires_at > $11) AS active
 FROM suppressions s
 LEFT JOIN recipients r ON r.tenant_id = s.tenant_id AND r.channel = s.channel AND r.address_hash = s.address_hash
-LEFT JOIN topics t ON t.id = s.topic_id
-LEFT JOIN campaigns c ON c.id = s.campaign_id
+LEFT JOIN topics t ON t.tenant_id = s.tenant_id AND t.id = s.topic_id
+LEFT JOIN campaigns c ON c.tenant_id = s.tenant_id AND c.id = s.campaign_id
 WHERE s.tenant_id = $1
   AND ($2::text IS NULL OR s.channel = $2)
   AND ($3::text IS NULL OR s.reason = $3)

@@ -110,7 +110,7 @@ WITH input AS (
           AND (s.expires_at IS NULL OR s.expires_at > i.occurred_at)))
 ), ended AS (
     DELETE FROM consents c
-    WHERE c.ctid = ANY (ARRAY(
+    WHERE c.tenant_id = $1 AND c.ctid = ANY (ARRAY(
         SELECT k.ctid FROM merged m
         CROSS JOIN LATERAL (
             SELECT k.ctid FROM consents k
@@ -284,7 +284,7 @@ WITH input AS (
     FROM checked c WHERE NOT c.erased AND NOT c.recorded
 ), lifted AS (
     DELETE FROM suppressions s
-    WHERE s.ctid = ANY (ARRAY(
+    WHERE s.tenant_id = $1 AND s.ctid = ANY (ARRAY(
         SELECT u.ctid FROM fresh f
         CROSS JOIN LATERAL (
             SELECT u.ctid FROM suppressions u

@@ -28,6 +28,7 @@ from suppress.api import webhooks as webhooks_api
 from suppress.api.contract import document_problems
 from suppress.api.dashboard import DashboardSessions
 from suppress.api.problems import problem_response
+from suppress.api.reads import read_your_writes
 from suppress.api.schema_site import openapi_config
 from suppress.api.services import DEPENDENCIES, services
 from suppress.api.validation import field_errors
@@ -40,6 +41,7 @@ from suppress.imports.uploads import Imports
 from suppress.outbound import Resolver
 from suppress.ratelimit import LoginLimiter
 from suppress.recipients import Recipients
+from suppress.replicas import open_reads
 from suppress.rights import Rights
 from suppress.sessions import DashboardSessionStore
 from suppress.sql import load_queries
@@ -67,14 +69,22 @@ async def _services(app: Litestar) -> AsyncIterator[None]:
                 # Preparing each statement checks it against the live schema: a broken query fails the boot.
                 await conn.prepare(getattr(queries, name))
         job_queue = await queue.connect(settings.require_redis_url())
+        reads = await open_reads(
+            pool,
+            settings.replica_urls,
+            max_lag_ms=settings.replica_max_lag_ms,
+            pool_size=settings.db_pool_size,
+            fences=job_queue,
+        )
         hasher = AddressHasher(keys.address_hash_key)
         keyring = TokenKeyring(keys.token_keys, keys.current_token_key_id)
         app.state.pool = pool
+        app.state.reads = reads
         app.state.queries = queries
         app.state.queue = job_queue
         app.state.authenticator = Authenticator(pool, queries)
-        app.state.checks = CheckService(pool, queries, hasher, keyring, settings.public_url)
-        app.state.recipients = Recipients(pool, queries, hasher, job_queue)
+        app.state.checks = CheckService(pool, queries, hasher, keyring, settings.public_url, reads)
+        app.state.recipients = Recipients(pool, queries, hasher, job_queue, reads)
         app.state.keyring = keyring
         app.state.webhooks = Webhooks(
             pool,
@@ -84,9 +94,9 @@ async def _services(app: Litestar) -> AsyncIterator[None]:
             allow_private=settings.webhook_allow_private_targets,
             resolve=app.state.resolver,
         )
-        app.state.unsubscriber = Unsubscriber(pool, queries, keyring, job_queue)
-        app.state.rights = Rights(pool, queries, app.state.recipients, job_queue)
-        app.state.health = HealthService(pool, queries)
+        app.state.unsubscriber = Unsubscriber(pool, queries, keyring, job_queue, reads)
+        app.state.rights = Rights(pool, queries, app.state.recipients, job_queue, reads)
+        app.state.health = HealthService(pool, queries, reads)
         app.state.imports = Imports(pool, queries, job_queue, max_bytes=settings.import_max_bytes)
         app.state.dashboard_sessions = DashboardSessions(
             DashboardSessionStore(pool, queries),
@@ -96,6 +106,7 @@ async def _services(app: Litestar) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            await reads.close()
             await job_queue.aclose()
     finally:
         await pool.close()
@@ -174,6 +185,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
         lifespan=[_services, providers_api.provider_services],
         # Built once at start-up (half a second), not on every construction of the app.
         on_startup=[document_problems],
+        middleware=[read_your_writes],
         dependencies=DEPENDENCIES,
         exception_handlers={
             SuppressError: _domain_error,

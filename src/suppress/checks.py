@@ -43,6 +43,7 @@ from suppress.decisions import state_of
 from suppress.errors import BatchTooLarge, InvalidInput, UnknownTopic
 from suppress.models import Basis, CampaignName, Channel, Offer, Purpose, Reason, TopicName
 from suppress.policy import DENY, Decision, MessageContext, decide
+from suppress.replicas import REPLICA_FAILURES, Reads, Route
 from suppress.sql import Queries
 from suppress.tenants import Principal
 from suppress.tokens import TokenClaims, TokenKeyring
@@ -108,8 +109,10 @@ class CheckService:
         hasher: AddressHasher,
         keyring: TokenKeyring,
         public_url: str,
+        reads: Reads | None = None,
     ) -> None:
         self._pool = pool
+        self._reads = reads or Reads(pool)
         self._queries = queries
         self._hasher = hasher
         self._keyring = keyring
@@ -130,7 +133,8 @@ class CheckService:
             try:
                 await asyncio.sleep(0)  # its query goes out now
                 batch = _Batch(self, principal, request, now)
-                await self._decide_batch(principal, request, batch, context)
+                route = await self._reads.route(principal)
+                await self._decide_batch(principal, request, batch, context, route)
             finally:
                 with contextlib.suppress(Exception):
                     await context  # when the batch failed first: let it end, and see its error
@@ -160,6 +164,7 @@ class CheckService:
         request: CheckRequest,
         batch: _Batch,
         context: asyncio.Future[tuple[int | None, bool, int | None]],
+        route: Route,
     ) -> None:
         """Hash every address, look the distinct hashes up, and decide each row as it arrives.
 
@@ -178,15 +183,21 @@ class CheckService:
                 keys = batch.hash_range(hasher, region, 0, half)
             if half < n:
                 if keys:
-                    pending.append(asyncio.ensure_future(self._lookup(tenant_id, channel, keys)))
+                    pending.append(asyncio.ensure_future(self._lookup(route, tenant_id, channel, keys)))
                     await asyncio.sleep(0)  # the first half's lookup goes out now
                 with _gc_paused():
                     keys = batch.hash_range(hasher, region, half, n)
             if keys and len(keys) >= STREAM_FROM and half == n:
-                await self._stream(batch, context, tenant_id, channel, keys)
+                try:
+                    await self._stream(route.pool, batch, context, tenant_id, channel, keys)
+                except REPLICA_FAILURES as exc:
+                    if route.replica is None or batch.outcomes:  # on the primary, or rows decided
+                        raise
+                    await route.give_up_replica(exc)
+                    await self._stream(route.pool, batch, context, tenant_id, channel, keys)
             else:
                 if keys:
-                    pending.append(asyncio.ensure_future(self._lookup(tenant_id, channel, keys)))
+                    pending.append(asyncio.ensure_future(self._lookup(route, tenant_id, channel, keys)))
                 batch.set_context(*await context)
                 while pending:
                     rows = await pending[0]
@@ -201,11 +212,15 @@ class CheckService:
         with _gc_paused():
             batch.decide_rest()
 
-    def _lookup(self, tenant_id: int, channel: str, keys: list[bytes]) -> Awaitable[list[asyncpg.Record]]:
-        return self._pool.fetch(self._queries.recipient_states, tenant_id, channel, keys)
+    def _lookup(
+        self, route: Route, tenant_id: int, channel: str, keys: list[bytes]
+    ) -> Awaitable[list[asyncpg.Record]]:
+        query = self._queries.recipient_states
+        return route.run(lambda pool: pool.fetch(query, tenant_id, channel, keys))
 
     async def _stream(
         self,
+        pool: asyncpg.Pool,
         batch: _Batch,
         context: asyncio.Future[tuple[int | None, bool, int | None]],
         tenant_id: int,
@@ -213,7 +228,7 @@ class CheckService:
         keys: list[bytes],
     ) -> None:
         """Look a large batch up through a cursor, deciding each slice while PostgreSQL makes the next."""
-        async with self._pool.acquire() as conn, conn.transaction(readonly=True):
+        async with pool.acquire() as conn, conn.transaction(readonly=True):
             # Planned with this batch's keys, never with a cached generic plan (which probes the
             # index key by key even when one scan of the table would be cheaper).
             await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")

@@ -8,6 +8,8 @@
 | SUPPRESS_PUBLIC_URL | base of unsubscribe links, e.g. https://unsub.example.com | http://127.0.0.1:8000 |
 | SUPPRESS_TOKEN_KEY_IDS | unsubscribe-token key ids kept, comma separated; the last one mints | 1 |
 | SUPPRESS_DB_POOL_SIZE | connections per process | 10 |
+| SUPPRESS_DATABASE_REPLICA_URLS | streaming replicas for reads, comma separated (docs/scaling.md) | none |
+| SUPPRESS_REPLICA_MAX_LAG_MS | a replica further behind the primary than this is not read | 1000 |
 | SUPPRESS_SMS_SENDER | how SMS replies go out: `log` (logged, not sent) or `http` (docs/sms.md) | log |
 | SUPPRESS_SMS_HTTP_URL | the HTTP SMS sender's endpoint (http or https URL); needed by `http` | none |
 | SUPPRESS_SMS_HTTP_TOKEN | its bearer token (a secret: never logged); needed by `http` | none |
@@ -40,6 +42,8 @@ ENV_VARS: tuple[str, ...] = (
     "SUPPRESS_PUBLIC_URL",
     "SUPPRESS_TOKEN_KEY_IDS",
     "SUPPRESS_DB_POOL_SIZE",
+    "SUPPRESS_DATABASE_REPLICA_URLS",
+    "SUPPRESS_REPLICA_MAX_LAG_MS",
     "SUPPRESS_SMS_SENDER",
     "SUPPRESS_SMS_HTTP_URL",
     "SUPPRESS_SMS_HTTP_TOKEN",
@@ -50,6 +54,7 @@ ENV_VARS: tuple[str, ...] = (
 )
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 DEFAULT_IMPORT_MAX_BYTES = 512 * 1024 * 1024
+DEFAULT_REPLICA_MAX_LAG_MS = 1000
 SMS_SENDERS: tuple[str, ...] = ("log", "http")
 
 
@@ -72,6 +77,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     public_url: str = DEFAULT_PUBLIC_URL
     token_key_ids: tuple[int, ...] = (1,)
     db_pool_size: int = 10
+    replica_urls: tuple[str, ...] = ()  # DSNs may hold passwords: not in __repr__
+    replica_max_lag_ms: int = DEFAULT_REPLICA_MAX_LAG_MS
     sms_sender: str = "log"  # one of SMS_SENDERS
     sms_http_url: str | None = None
     sms_http_token: str | None = None  # a secret: not in __repr__
@@ -83,6 +90,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return (
             f"Settings(database_url={'set' if self.database_url else None}, "
             f"redis_url={'set' if self.redis_url else None}, secret={'***' if self.secret else None}, "
+            f"replicas={len(self.replica_urls)}, "
             f"public_url={self.public_url!r}, token_key_ids={self.token_key_ids!r})"
         )
 
@@ -97,6 +105,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             key_ids = tuple(int(part) for part in raw_ids.split(",") if part.strip())
             pool_size = int(env.get("SUPPRESS_DB_POOL_SIZE", "10"))
             import_max_bytes = int(env.get("SUPPRESS_IMPORT_MAX_BYTES") or DEFAULT_IMPORT_MAX_BYTES)
+            max_lag_ms = int(env.get("SUPPRESS_REPLICA_MAX_LAG_MS") or DEFAULT_REPLICA_MAX_LAG_MS)
         except ValueError as exc:
             raise ConfigurationError(f"not a number: {exc}") from None
         if not key_ids or any(not 1 <= k <= 255 for k in key_ids) or len(set(key_ids)) != len(key_ids):
@@ -105,6 +114,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigurationError("SUPPRESS_DB_POOL_SIZE must be at least 1")
         if import_max_bytes < 1:
             raise ConfigurationError("SUPPRESS_IMPORT_MAX_BYTES must be at least 1")
+        if max_lag_ms < 1:
+            raise ConfigurationError("SUPPRESS_REPLICA_MAX_LAG_MS must be at least 1")
+        replica_urls = tuple(
+            part.strip()
+            for part in (env.get("SUPPRESS_DATABASE_REPLICA_URLS") or "").split(",")
+            if part.strip()
+        )
+        for url in replica_urls:
+            if urlsplit(url).scheme not in {"postgres", "postgresql"}:
+                raise ConfigurationError("SUPPRESS_DATABASE_REPLICA_URLS must list postgresql:// DSNs")
         sms_sender = (env.get("SUPPRESS_SMS_SENDER") or "log").strip().lower()
         sms_http_url = (env.get("SUPPRESS_SMS_HTTP_URL") or "").strip() or None
         sms_http_token = (env.get("SUPPRESS_SMS_HTTP_TOKEN") or "").strip() or None
@@ -118,6 +137,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             public_url=(env.get("SUPPRESS_PUBLIC_URL") or DEFAULT_PUBLIC_URL).rstrip("/"),
             token_key_ids=key_ids,
             db_pool_size=pool_size,
+            replica_urls=replica_urls,
+            replica_max_lag_ms=max_lag_ms,
             sms_sender=sms_sender,
             sms_http_url=sms_http_url,
             sms_http_token=sms_http_token,

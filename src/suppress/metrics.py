@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -31,3 +31,15 @@ HTTP_REQUESTS = Counter(
     registry=REGISTRY,
 )
 WRITES = Counter("suppress_writes", "State changes written, by kind.", ["kind"], registry=REGISTRY)
+DB_READS = Counter(
+    "suppress_db_reads",
+    "Reads routed to the primary or to a streaming replica (docs/scaling.md).",
+    ["target"],
+    registry=REGISTRY,
+)
+REPLICA_STALENESS = Gauge(
+    "suppress_replica_staleness_seconds",
+    "How old, at most, the state a replica serves was at its last probe (+Inf while it is down).",
+    ["replica"],
+    registry=REGISTRY,
+)

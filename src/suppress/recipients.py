@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import msgspec
 
 from suppress.consents import ConsentWrites
@@ -63,15 +64,19 @@ class Recipients(TopicWrites, ConsentWrites, CustomerWrites):
         """A recipient's state, the marketing decision per topic, and the ledger behind it."""
         normalised, digest = self.key(principal, channel, raw_address)
         args = (principal.tenant_id, channel, digest)
-        async with self._pool.acquire() as conn:
-            # the decision input exactly as the check reads it (suppress.decisions)
-            state = await load_state(conn, self._q, *args)
-            topics = await conn.fetch(self._q.list_topics, principal.tenant_id)
-            if state is None:
-                details, history = None, []
-            else:
+
+        async def read(pool: asyncpg.Pool) -> tuple[RecipientState | None, list[Any], Any, list[Any]]:
+            async with pool.acquire() as conn:
+                # the decision input exactly as the check reads it (suppress.decisions)
+                state = await load_state(conn, self._q, *args)
+                topics = await conn.fetch(self._q.list_topics, principal.tenant_id)
+                if state is None:
+                    return state, topics, None, []
                 details = await conn.fetchrow(self._q.recipient_details, *args)
                 history = await conn.fetch(self._q.recipient_events, *args, events)
+            return state, topics, details, history
+
+        state, topics, details, history = await self.reads.run(principal, read)
         marketing = []
         for topic_id, topic_name, soft in [(None, None, False)] + [
             (t["id"], t["name"], t["soft_opt_in"]) for t in topics

@@ -19,6 +19,7 @@ from suppress.ledger import inclusion_proofs
 from suppress.models import Channel, ShortText
 from suppress.queue import Queue
 from suppress.recipients import Recipients
+from suppress.replicas import Reads
 from suppress.sql import Queries
 from suppress.tenants import Principal
 from suppress.writes import Connection, Key
@@ -79,9 +80,15 @@ class Rights:
     """Access, erasure, restriction and objection, on top of the write core."""
 
     def __init__(
-        self, pool: asyncpg.Pool, queries: Queries, recipients: Recipients, job_queue: Queue | None = None
+        self,
+        pool: asyncpg.Pool,
+        queries: Queries,
+        recipients: Recipients,
+        job_queue: Queue | None = None,
+        reads: Reads | None = None,
     ) -> None:
         self._pool = pool
+        self._reads = reads or Reads(pool)
         self._q = queries
         self._recipients = recipients
         self._queue = job_queue
@@ -100,12 +107,18 @@ class Rights:
         self, principal: Principal, channel: str, digest: bytes, shown: str, now: datetime
     ) -> RecipientExport:
         args = (principal.tenant_id, channel, digest)
-        async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(self._q.recipient_export_row, *args)
-            details = await conn.fetchrow(self._q.recipient_details, *args)
-            history = await conn.fetch(self._q.recipient_events, *args, EXPORT_EVENTS)
-            # each event's inclusion proof in its checkpoint (docs/ledger.md), or `sealed: false`
-            proofs = await inclusion_proofs(conn, self._q, principal.tenant_id, [e["id"] for e in history])
+
+        async def read(pool: asyncpg.Pool) -> tuple[Any, Any, list[Any], dict[int, Any]]:
+            async with pool.acquire() as conn:
+                row = await conn.fetchrow(self._q.recipient_export_row, *args)
+                details = await conn.fetchrow(self._q.recipient_details, *args)
+                history = await conn.fetch(self._q.recipient_events, *args, EXPORT_EVENTS)
+                # each event's inclusion proof in its checkpoint (docs/ledger.md), or `sealed: false`
+                ids = [e["id"] for e in history]
+                proofs = await inclusion_proofs(conn, self._q, principal.tenant_id, ids)
+            return row, details, history, proofs
+
+        row, details, history, proofs = await self._reads.run(principal, read)
         assert details is not None
         return RecipientExport(
             controller=principal.tenant_name,
@@ -122,10 +135,16 @@ class Rights:
 
     async def export_customer(self, principal: Principal, customer_ref: str, now: datetime) -> CustomerExport:
         """A customer's record and the export of every address linked to it."""
-        customer = await self._pool.fetchrow(self._q.customer_by_ref, principal.tenant_id, customer_ref)
+
+        async def read(pool: asyncpg.Pool) -> tuple[Any, list[Any]]:
+            async with pool.acquire() as conn:
+                customer = await conn.fetchrow(self._q.customer_by_ref, principal.tenant_id, customer_ref)
+                links = await conn.fetch(self._q.customer_addresses, principal.tenant_id, customer_ref)
+            return customer, links
+
+        customer, links = await self._reads.run(principal, read)
         if customer is None:
             raise NotFound(f"no customer {customer_ref!r}")
-        links = await self._pool.fetch(self._q.customer_addresses, principal.tenant_id, customer_ref)
         exports = [
             await self._export(
                 principal, link["channel"], link["address_hash"], link["address"] or "(erased)", now

@@ -27,6 +27,7 @@ from suppress.errors import Conflict, SuppressError, Unavailable
 from suppress.intents import ConsentIntent, SuppressIntent, UndoIntent
 from suppress.models import Channel
 from suppress.preferences import PageState, build_state, recipient_state
+from suppress.replicas import Reads
 from suppress.sql import Queries
 from suppress.tenants import NoticeText
 from suppress.tokens import InvalidToken, TokenClaims, TokenKeyring
@@ -176,9 +177,15 @@ class Unsubscriber:
     """Verifies tokens and carries out what the recipient asked for."""
 
     def __init__(
-        self, pool: asyncpg.Pool, queries: Queries, keyring: TokenKeyring, job_queue: queue.Queue | None
+        self,
+        pool: asyncpg.Pool,
+        queries: Queries,
+        keyring: TokenKeyring,
+        job_queue: queue.Queue | None,
+        reads: Reads | None = None,
     ) -> None:
         self._pool = pool
+        self._reads = reads
         self._q = queries
         self._keyring = keyring
         self._queue = job_queue
@@ -215,6 +222,11 @@ class Unsubscriber:
             return await self._spool(msgspec.structs.replace(order, spooled=True))
         if event_id is None:
             return Outcome(status="already")
+        if self._reads is not None:
+            try:  # the senders' next checks must deny, even those read from a replica
+                await self._reads.note_recipient_write(order.tenant_id)
+            except Exception:  # durable already: answer it; replicas catch up within the lag bound
+                log.warning("could not record the tenant's write fence")
         await enqueue_effects(self._queue, order.tenant_id, [event_id])
         return Outcome(status="applied", event_id=event_id)
 

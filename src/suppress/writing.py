@@ -14,6 +14,7 @@ from suppress.addresses import AddressHasher, normalise
 from suppress.errors import InvalidAddress, UnknownTopic
 from suppress.models import Channel
 from suppress.queue import Queue
+from suppress.replicas import Reads
 from suppress.sql import Queries
 from suppress.tenants import Principal
 from suppress.writes import Writer
@@ -41,9 +42,15 @@ class WriteCore:
     """The shared core of the write modules, bound to a pool, the queries and the address hasher."""
 
     def __init__(
-        self, pool: asyncpg.Pool, queries: Queries, hasher: AddressHasher, job_queue: Queue | None = None
+        self,
+        pool: asyncpg.Pool,
+        queries: Queries,
+        hasher: AddressHasher,
+        job_queue: Queue | None = None,
+        reads: Reads | None = None,
     ) -> None:
         self._pool = pool
+        self.reads = reads or Reads(pool)  # which pool the recipient view reads (replicas.py)
         self._q = queries
         self._hasher = hasher
         self._queue = job_queue

@@ -206,8 +206,9 @@ async def export(
     reason: FromQuery[SuppressionReason | None] = None,
 ) -> Stream:
     app_state = request.app.state
+    route = await app_state.reads.route(principal)  # a replica within the lag bound, or the primary
     rows = export_suppressions(
-        app_state.pool,
+        route.pool,
         app_state.queries,
         principal.tenant_id,
         fmt,
