@@ -13,6 +13,9 @@
 | SUPPRESS_SMS_HTTP_TOKEN | its bearer token (a secret: never logged); needed by `http` | none |
 | SUPPRESS_ALLOW_HTTP_WEBHOOKS | 1 lets webhooks use plain http:// URLs (development, tests) | 0 |
 | SUPPRESS_IMPORT_MAX_BYTES | largest accepted import upload, in bytes (docs/imports.md) | 512 MiB |
+| SUPPRESS_DB_ACQUIRE_TIMEOUT | seconds the API waits for a database connection (docs/operations.md) | 3 |
+| SUPPRESS_DB_STATEMENT_TIMEOUT | seconds one database statement of the API may take | 10 |
+| SUPPRESS_REDIS_TIMEOUT | seconds one Redis command of the API may take (and to connect) | 2 |
 | SUPPRESS_DEV_DATA_DIR | data folder of `suppress dev`, where the other commands find it | see devstack |
 
 With no SUPPRESS_DATABASE_URL, the commands other than `serve` and `worker` use the settings a
@@ -44,11 +47,18 @@ ENV_VARS: tuple[str, ...] = (
     "SUPPRESS_SMS_HTTP_TOKEN",
     "SUPPRESS_ALLOW_HTTP_WEBHOOKS",
     "SUPPRESS_IMPORT_MAX_BYTES",
+    "SUPPRESS_DB_ACQUIRE_TIMEOUT",
+    "SUPPRESS_DB_STATEMENT_TIMEOUT",
+    "SUPPRESS_REDIS_TIMEOUT",
     "SUPPRESS_DEV_DATA_DIR",
 )
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 DEFAULT_IMPORT_MAX_BYTES = 512 * 1024 * 1024
 SMS_SENDERS: tuple[str, ...] = ("log", "http")
+# Deadlines of the request path (docs/operations.md): a store that does not answer in time is a 503.
+DEFAULT_DB_ACQUIRE_TIMEOUT = 3.0
+DEFAULT_DB_STATEMENT_TIMEOUT = 10.0
+DEFAULT_REDIS_TIMEOUT = 2.0
 
 
 class ConfigurationError(SuppressError):
@@ -75,6 +85,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sms_http_token: str | None = None  # a secret: not in __repr__
     allow_http_webhooks: bool = False
     import_max_bytes: int = DEFAULT_IMPORT_MAX_BYTES
+    db_acquire_timeout: float = DEFAULT_DB_ACQUIRE_TIMEOUT
+    db_statement_timeout: float = DEFAULT_DB_STATEMENT_TIMEOUT
+    redis_timeout: float = DEFAULT_REDIS_TIMEOUT
 
     def __repr__(self) -> str:  # never let the secret reach a log line or a traceback
         return (
@@ -94,6 +107,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             key_ids = tuple(int(part) for part in raw_ids.split(",") if part.strip())
             pool_size = int(env.get("SUPPRESS_DB_POOL_SIZE", "10"))
             import_max_bytes = int(env.get("SUPPRESS_IMPORT_MAX_BYTES") or DEFAULT_IMPORT_MAX_BYTES)
+            deadlines = {
+                name: float(env.get(name) or default)
+                for name, default in (
+                    ("SUPPRESS_DB_ACQUIRE_TIMEOUT", DEFAULT_DB_ACQUIRE_TIMEOUT),
+                    ("SUPPRESS_DB_STATEMENT_TIMEOUT", DEFAULT_DB_STATEMENT_TIMEOUT),
+                    ("SUPPRESS_REDIS_TIMEOUT", DEFAULT_REDIS_TIMEOUT),
+                )
+            }
         except ValueError as exc:
             raise ConfigurationError(f"not a number: {exc}") from None
         if not key_ids or any(not 1 <= k <= 255 for k in key_ids) or len(set(key_ids)) != len(key_ids):
@@ -102,6 +123,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigurationError("SUPPRESS_DB_POOL_SIZE must be at least 1")
         if import_max_bytes < 1:
             raise ConfigurationError("SUPPRESS_IMPORT_MAX_BYTES must be at least 1")
+        for name, seconds in deadlines.items():
+            if not 0 < seconds <= 3600:
+                raise ConfigurationError(f"{name} must be a number of seconds above 0 (at most 3600)")
         sms_sender = (env.get("SUPPRESS_SMS_SENDER") or "log").strip().lower()
         sms_http_url = (env.get("SUPPRESS_SMS_HTTP_URL") or "").strip() or None
         sms_http_token = (env.get("SUPPRESS_SMS_HTTP_TOKEN") or "").strip() or None
@@ -121,6 +145,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             sms_http_token=sms_http_token,
             allow_http_webhooks=allow_http in {"1", "true", "yes", "on"},
             import_max_bytes=import_max_bytes,
+            db_acquire_timeout=deadlines["SUPPRESS_DB_ACQUIRE_TIMEOUT"],
+            db_statement_timeout=deadlines["SUPPRESS_DB_STATEMENT_TIMEOUT"],
+            redis_timeout=deadlines["SUPPRESS_REDIS_TIMEOUT"],
         )
 
     def require_secret(self) -> str:

@@ -107,15 +107,18 @@ def mask_address(channel: str, address: str | None) -> str | None:
     return f"{shown}@{domain}"
 
 
-async def apply_order(pool: asyncpg.Pool, queries: Queries, order: UnsubscribeOrder) -> int | None:
-    """Write one unsubscribe; returns its event id, or None when it was already in force."""
+async def apply_order(
+    pool: asyncpg.Pool, queries: Queries, order: UnsubscribeOrder, *, wait: float = DATABASE_WAIT
+) -> int | None:
+    """Write one unsubscribe; returns its event id, or None when it was already in force.
+    `wait` bounds each database step (a connection, each statement)."""
     in_force = await pool.fetchval(
         queries.unsubscribe_in_force,
         order.tenant_id,
         order.channel,
         order.address_hash,
         order.topic_id,
-        timeout=DATABASE_WAIT,
+        timeout=wait,
     )
     if in_force:  # a repeat: it would write nothing, so it needs no locked transaction
         return None
@@ -140,7 +143,7 @@ async def apply_order(pool: asyncpg.Pool, queries: Queries, order: UnsubscribeOr
         kind="unsubscribed",
         only_if_new=True,  # repeats write nothing
     )
-    applied = await Writer(pool, queries).apply(order.tenant_id, [intent], db_timeout=DATABASE_WAIT)
+    applied = await Writer(pool, queries).apply(order.tenant_id, [intent], db_timeout=wait)
     [outcome] = applied.outcomes
     assert isinstance(outcome, SuppressOutcome)
     return outcome.event_id
@@ -150,8 +153,15 @@ class Unsubscriber:
     """Verifies tokens and carries out what the recipient asked for."""
 
     def __init__(
-        self, pool: asyncpg.Pool, queries: Queries, keyring: TokenKeyring, job_queue: queue.Queue | None
+        self,
+        pool: asyncpg.Pool,
+        queries: Queries,
+        keyring: TokenKeyring,
+        job_queue: queue.Queue | None,
+        *,
+        database_wait: float = DATABASE_WAIT,
     ) -> None:
+        self._wait = database_wait
         self._pool = pool
         self._q = queries
         self._keyring = keyring
@@ -182,7 +192,7 @@ class Unsubscriber:
             user_agent=(evidence.user_agent or "")[:500] or None,
         )
         try:
-            event_id = await apply_order(self._pool, self._q, order)
+            event_id = await apply_order(self._pool, self._q, order, wait=self._wait)
         except DATABASE_DOWN as exc:
             log.warning("database unavailable (%s); spooling the unsubscribe", type(exc).__name__)
             return await self._spool(msgspec.structs.replace(order, spooled=True))
@@ -225,7 +235,7 @@ class Unsubscriber:
         )
         with translated_errors("please try again in a minute"):
             applied = await Writer(self._pool, self._q).apply(
-                claims.tenant_id, [intent], db_timeout=DATABASE_WAIT
+                claims.tenant_id, [intent], db_timeout=self._wait
             )
         [outcome] = applied.outcomes
         assert isinstance(outcome, ConsentOutcome)
@@ -240,7 +250,7 @@ class Unsubscriber:
             return None
         try:
             name: str | None = await self._pool.fetchval(
-                self._q.topic_name, claims.tenant_id, claims.topic_id, timeout=DATABASE_WAIT
+                self._q.topic_name, claims.tenant_id, claims.topic_id, timeout=self._wait
             )
         except DATABASE_DOWN:
             return None
@@ -254,7 +264,7 @@ class Unsubscriber:
                 claims.tenant_id,
                 claims.channel,
                 claims.address_hash,
-                timeout=DATABASE_WAIT,
+                timeout=self._wait,
             )
         except DATABASE_DOWN:
             row = None
