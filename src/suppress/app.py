@@ -215,6 +215,9 @@ def create_app(settings: Settings | None = None, *, require_worker: bool = False
             Exception: _unexpected_error,
         },
         request_max_body_size=MAX_BODY_BYTES,
+        # the `suppress` command configures logging (suppress.logs: redacted); Litestar's default
+        # config would replace that handler on the root logger
+        logging_config=None,
         openapi_config=OpenAPIConfig(
             title="suppress",
             version="1.0.0",
