@@ -19,11 +19,13 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from suppress.app import create_app
 from suppress.config import Settings
+from suppress.queue import WORKER_HEARTBEAT_KEY
 from suppress.sql import Queries
 from tests.conftest import PUBLIC_URL, TEST_SECRET, Tenant, post_json
 from tests.faultproxy import FaultProxy
@@ -211,3 +213,25 @@ async def test_one_click_answers_503_when_postgresql_is_down_and_redis_frozen(
     assert clicked.status_code == 503, clicked.text
     assert "text/html" in clicked.headers["content-type"]
     assert took < ANSWER_WITHIN, f"one-click took {took:.1f} s"
+
+
+async def test_readyz_reports_a_dead_worker_when_the_api_runs_its_own(settings: Settings) -> None:
+    """The worker's heartbeat key (refreshed from arq's polling loop, with a TTL) decides `worker`;
+    under `suppress dev` (require_worker) a missing heartbeat makes the API not ready."""
+    redis = aioredis.from_url(settings.require_redis_url())
+    try:
+        async with AsyncTestClient(app=create_app(settings, require_worker=True)) as own:
+            await redis.set(WORKER_HEARTBEAT_KEY, b"alive", px=1500)
+            ready = await own.get("/readyz")
+            assert (ready.status_code, ready.json()["worker"]) == (200, "ok")
+            while await redis.exists(WORKER_HEARTBEAT_KEY):  # noqa: ASYNC110 - the worker stops beating
+                await asyncio.sleep(0.1)
+            dead = await own.get("/readyz")
+            assert dead.status_code == 503, dead.text
+            assert dead.json()["worker"] == "not running"
+        # `suppress serve` reports it, but its readiness is about its own stores
+        async with AsyncTestClient(app=create_app(settings)) as serve:
+            answer = await serve.get("/readyz")
+            assert (answer.status_code, answer.json()["worker"]) == (200, "not running")
+    finally:
+        await redis.aclose()
