@@ -212,6 +212,7 @@ async def test_one_click_answers_503_when_postgresql_is_down_and_redis_frozen(
         clicked, took = await timed(faulty.post(path, data=ONE_CLICK))
     assert clicked.status_code == 503, clicked.text
     assert "text/html" in clicked.headers["content-type"]
+    assert int(clicked.headers["retry-after"]) > 0
     assert took < ANSWER_WITHIN, f"one-click took {took:.1f} s"
 
 
