@@ -13,8 +13,8 @@
 | SUPPRESS_SMS_HTTP_TOKEN | its bearer token (a secret: never logged); needed by `http` | none |
 | SUPPRESS_ALLOW_HTTP_WEBHOOKS | 1 lets webhooks use plain http:// URLs (development, tests) | 0 |
 | SUPPRESS_IMPORT_MAX_BYTES | largest accepted import upload, in bytes (docs/imports.md) | 512 MiB |
-| SUPPRESS_DB_ACQUIRE_TIMEOUT | seconds the API waits for a database connection (docs/operations.md) | 3 |
-| SUPPRESS_DB_STATEMENT_TIMEOUT | seconds one database statement of the API may take | 10 |
+| SUPPRESS_DB_ACQUIRE_TIMEOUT | seconds the API waits for a database connection (docs/operations.md) | 2 |
+| SUPPRESS_DB_STATEMENT_TIMEOUT | seconds one database statement of the API may take | 5 |
 | SUPPRESS_REDIS_TIMEOUT | seconds one Redis command of the API may take (and to connect) | 2 |
 | SUPPRESS_DEV_DATA_DIR | data folder of `suppress dev`, where the other commands find it | see devstack |
 
@@ -56,8 +56,8 @@ DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 DEFAULT_IMPORT_MAX_BYTES = 512 * 1024 * 1024
 SMS_SENDERS: tuple[str, ...] = ("log", "http")
 # Deadlines of the request path (docs/operations.md): a store that does not answer in time is a 503.
-DEFAULT_DB_ACQUIRE_TIMEOUT = 3.0
-DEFAULT_DB_STATEMENT_TIMEOUT = 10.0
+DEFAULT_DB_ACQUIRE_TIMEOUT = 2.0
+DEFAULT_DB_STATEMENT_TIMEOUT = 5.0
 DEFAULT_REDIS_TIMEOUT = 2.0
 
 
