@@ -128,7 +128,7 @@ def _unavailable(request: Request[Any, Any, Any], exc: BaseException) -> Respons
     return problem_response(
         503,
         Unavailable.code,
-        f"{store} did not answer in time; nothing was changed, try again shortly",
+        f"{store} is unavailable or did not answer in time; nothing was changed, try again shortly",
         request.url.path,
         headers=UNAVAILABLE_HEADERS,
     )

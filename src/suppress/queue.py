@@ -16,7 +16,13 @@ from typing import Any
 
 from arq import ArqRedis, Retry, Worker, create_pool
 from arq.connections import RedisSettings
-from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
+from arq.constants import (
+    default_queue_name,
+    health_check_key_suffix,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+)
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
 from arq.worker import create_worker
@@ -123,7 +129,8 @@ async def connect(
         pool.connection_pool.connection_kwargs["socket_timeout"] = command_timeout
         pool.connection_pool.connection_kwargs["socket_connect_timeout"] = command_timeout
         await pool.connection_pool.disconnect()
-        pool.connection_pool.reset()  # type: ignore[no-untyped-call] # a disconnected connection would reconnect with its old settings
+        # forget the old connection objects: they would reconnect with their old settings
+        pool.connection_pool.reset()  # type: ignore[no-untyped-call]
     return pool
 
 
@@ -186,7 +193,7 @@ async def ping(queue: Queue) -> bool:
 # arq's worker sets this key (TTL WORKER_HEARTBEAT_SECONDS + 1 s) from its polling loop, so the key
 # lives exactly while some worker is polling the queue: /readyz looks at it.
 WORKER_HEARTBEAT_SECONDS = 5
-WORKER_HEARTBEAT_KEY = "arq:queue:health-check"
+WORKER_HEARTBEAT_KEY = default_queue_name + health_check_key_suffix
 
 
 async def worker_alive(queue: Queue) -> bool:
