@@ -189,8 +189,9 @@ def cmd_ledger_seal(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from suppress.api.access import AccessLog
     from suppress.app import create_app
-    from suppress.logs import AccessLog, access_logging
+    from suppress.logs import access_logging
 
     settings = Settings.from_env()
     settings.require_secret()

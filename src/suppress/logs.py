@@ -2,7 +2,7 @@
 
 Two layers:
 
-- The access log (`AccessLog`, logger ``suppress.access``) names each request by its route
+- The access log (`api.access.AccessLog`, logger ``suppress.access``) names each request by its route
   template (``POST /u/{token}``, ``GET /v1/recipients/{channel}/{address}``), never by its path,
   and leaves out the query string and the client's address. uvicorn's own access log is off.
 - Every line any logger writes goes through `RedactingFormatter`, which scrubs what still slips
@@ -14,12 +14,8 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Mapping
-from typing import Any, cast
-
-from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from typing import Any
 
 log = logging.getLogger("suppress.access")
 
@@ -67,35 +63,3 @@ def redacted_path(scope: Mapping[str, Any]) -> str:
     """The route template of a request (set by the router); never the raw path."""
     template = scope.get("path_template")
     return template if isinstance(template, str) and template else "(no route)"
-
-
-class AccessLog:
-    """An ASGI wrapper that logs one line per HTTP request: method, route template, status, time."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
-            await self.app(scope, receive, send)
-            return
-        method = str(cast("Mapping[str, Any]", scope).get("method", "-"))
-        started = time.perf_counter()
-        status = 500
-
-        async def sending(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(cast("Mapping[str, Any]", message)["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            log.info(
-                "%s %s %d %.1fms",
-                method,
-                redacted_path(scope),
-                status,
-                (time.perf_counter() - started) * 1000,
-            )

@@ -24,6 +24,7 @@ import uvicorn
 
 from suppress import queue
 from suppress.addresses import AddressHasher
+from suppress.api.access import AccessLog
 from suppress.app import create_app
 from suppress.config import DerivedKeys, Settings
 from suppress.consents import ConsentIn
@@ -32,7 +33,6 @@ from suppress.db import create_pool
 from suppress.devstack import settings_file
 from suppress.devstack.embedded import EmbeddedPostgres, EmbeddedRedis, default_data_dir
 from suppress.devstack.secrets_file import read_or_create
-from suppress.logs import AccessLog
 from suppress.migrate import migrate
 from suppress.models import Channel, CustomerEvent
 from suppress.recipients import Recipients
