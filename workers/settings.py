@@ -9,7 +9,7 @@ from arq.connections import RedisSettings
 
 from suppress.config import Settings
 from suppress.db import create_pool
-from suppress.queue import redis_settings
+from suppress.queue import WORKER_HEARTBEAT_SECONDS, redis_settings
 from suppress.sql import load_queries
 from workers.effects import Effect, drain_effects, sweep_pending_effects
 from workers.health import prune_health, refresh_tenant_health, schedule_health_refresh, update_health
@@ -121,4 +121,6 @@ class WorkerSettings:
     # tries) for this long whatever func(keep_result=...) says, and that would block the sweeper's
     # re-enqueue under the same deterministic job id.
     keep_result = 0
+    # the heartbeat key /readyz looks at (queue.WORKER_HEARTBEAT_KEY), refreshed from the polling loop
+    health_check_interval = WORKER_HEARTBEAT_SECONDS
     redis_settings = _redis()

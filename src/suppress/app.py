@@ -34,10 +34,11 @@ from suppress.api.services import DEPENDENCIES, services
 from suppress.api.validation import field_errors
 from suppress.checks import CheckService
 from suppress.config import DerivedKeys, Settings
-from suppress.db import create_pool
-from suppress.errors import SuppressError
+from suppress.db import DATABASE_DOWN, create_pool
+from suppress.errors import SuppressError, Unavailable
 from suppress.health import HealthService
 from suppress.imports.uploads import Imports
+from suppress.logs import redacted_path
 from suppress.outbound import Resolver
 from suppress.ratelimit import LoginLimiter
 from suppress.recipients import Recipients
@@ -47,13 +48,16 @@ from suppress.sessions import DashboardSessionStore
 from suppress.sql import load_queries
 from suppress.tenants import Authenticator
 from suppress.tokens import TokenKeyring
-from suppress.unsubscribe import Unsubscriber
+from suppress.unsubscribe import DATABASE_WAIT, Unsubscriber
 from suppress.webhooks import SecretBox, Webhooks
 
 log = logging.getLogger("suppress")
 
 # 100 000 recipients of up to 320 characters fit comfortably; larger bodies get a 413 unread.
 MAX_BODY_BYTES = 32 * 1024 * 1024
+# What a 503 asks the caller to wait before trying again, in seconds.
+RETRY_AFTER_SECONDS = 5
+UNAVAILABLE_HEADERS = {"Retry-After": str(RETRY_AFTER_SECONDS)}
 
 
 @asynccontextmanager
@@ -62,13 +66,19 @@ async def _services(app: Litestar) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     keys = DerivedKeys.from_settings(settings)
     queries = load_queries()
-    pool = await create_pool(settings.require_database_url(), size=settings.db_pool_size)
+    pool = await create_pool(
+        settings.require_database_url(),
+        size=settings.db_pool_size,
+        acquire_timeout=settings.db_acquire_timeout,
+        command_timeout=settings.db_statement_timeout,
+        connect_timeout=settings.db_acquire_timeout,
+    )
     try:
         async with pool.acquire() as conn:
             for name in sorted(queries.declared()):
                 # Preparing each statement checks it against the live schema: a broken query fails the boot.
                 await conn.prepare(getattr(queries, name))
-        job_queue = await queue.connect(settings.require_redis_url())
+        job_queue = await queue.connect(settings.require_redis_url(), command_timeout=settings.redis_timeout)
         reads = await open_reads(
             pool,
             settings.replica_urls,
@@ -94,7 +104,14 @@ async def _services(app: Litestar) -> AsyncIterator[None]:
             allow_private=settings.webhook_allow_private_targets,
             resolve=app.state.resolver,
         )
-        app.state.unsubscriber = Unsubscriber(pool, queries, keyring, job_queue, reads)
+        app.state.unsubscriber = Unsubscriber(
+            pool,
+            queries,
+            keyring,
+            job_queue,
+            reads,
+            database_wait=min(DATABASE_WAIT, settings.db_statement_timeout),
+        )
         app.state.rights = Rights(pool, queries, app.state.recipients, job_queue, reads)
         app.state.health = HealthService(pool, queries, reads)
         app.state.imports = Imports(pool, queries, job_queue, max_bytes=settings.import_max_bytes)
@@ -112,10 +129,36 @@ async def _services(app: Litestar) -> AsyncIterator[None]:
         await pool.close()
 
 
+def _route(request: Request[Any, Any, Any]) -> str:
+    """The request's route for a log line: its template, never the path (tokens, addresses)."""
+    return redacted_path(request.scope)
+
+
 def _domain_error(request: Request[Any, Any, Any], exc: SuppressError) -> Response[Any]:
     if exc.status >= 500:
-        log.error("%s on %s %s: %s", exc.code, request.method, request.url.path, exc.detail)
-    return problem_response(exc.status, exc.code, exc.detail, request.url.path, **exc.extra)
+        log.error("%s on %s %s: %s", exc.code, request.method, _route(request), exc.detail)
+    headers = UNAVAILABLE_HEADERS if exc.status == 503 else None
+    return problem_response(exc.status, exc.code, exc.detail, request.url.path, headers=headers, **exc.extra)
+
+
+def _unavailable(request: Request[Any, Any, Any], exc: BaseException) -> Response[Any]:
+    """PostgreSQL or Redis down, unreachable or past its deadline: 503, try again shortly."""
+    store = "Redis" if isinstance(exc, queue.REDIS_ERRORS) else "the database"
+    log.warning("%s unavailable on %s %s (%s)", store, request.method, _route(request), type(exc).__name__)
+    return problem_response(
+        503,
+        Unavailable.code,
+        f"{store} is unavailable or did not answer in time; nothing was changed, try again shortly",
+        request.url.path,
+        headers=UNAVAILABLE_HEADERS,
+    )
+
+
+def _too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[Any]:
+    """A body nested deeper than the decoder goes (msgspec stops at Python's recursion limit)."""
+    return problem_response(
+        400, "malformed_request", "the JSON document is nested too deeply", request.url.path
+    )
 
 
 def _validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
@@ -157,13 +200,18 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
 
 
 def _unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    if isinstance(exc, DATABASE_DOWN + queue.REDIS_DOWN):
+        return _unavailable(request, exc)
+    log.exception("unhandled error on %s %s", request.method, _route(request))
     return problem_response(500, "internal_error", "internal error", request.url.path)
 
 
-def create_app(settings: Settings | None = None, *, resolver: Resolver | None = None) -> Litestar:
+def create_app(
+    settings: Settings | None = None, *, resolver: Resolver | None = None, require_worker: bool = False
+) -> Litestar:
     """The HTTP application; `settings` default to the environment, `resolver` (what outbound
-    URLs are checked with) to the system's."""
+    URLs are checked with) to the system's. `require_worker`: /readyz is not ready while no
+    worker's heartbeat is in Redis (`suppress dev`, which runs its own)."""
     settings = settings or Settings.from_env()
     settings.require_secret()
     app = Litestar(
@@ -191,12 +239,17 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver | None = 
             SuppressError: _domain_error,
             ValidationException: _validation_error,
             HTTPException: _http_error,
+            RecursionError: _too_deep,
             Exception: _unexpected_error,
         },
         request_max_body_size=MAX_BODY_BYTES,
+        # the `suppress` command configures logging (suppress.logs: redacted); Litestar's default
+        # config would replace that handler on the root logger
+        logging_config=None,
         openapi_config=openapi_config(),
         debug=False,
     )
     app.state.settings = settings
     app.state.resolver = resolver
+    app.state.require_worker = require_worker
     return app

@@ -189,18 +189,24 @@ def cmd_ledger_seal(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from suppress.api.access import AccessLog
     from suppress.app import create_app
+    from suppress.logs import access_logging
 
     settings = Settings.from_env()
     settings.require_secret()
     settings.require_database_url()
     settings.require_redis_url()
+    access_logging(enabled=args.access_log)
     uvicorn.run(
-        create_app(settings),
+        # our access log names routes, not paths (tokens, addresses); uvicorn's is off, and
+        # log_config=None keeps uvicorn on the redacting handler main() installed
+        AccessLog(create_app(settings)),
         host=args.host,
         port=args.port,
         log_level=args.log_level,
-        access_log=args.access_log,
+        log_config=None,
+        access_log=False,
         proxy_headers=True,
     )
     return 0
@@ -422,10 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `suppress` command."""
-    logging.basicConfig(
-        level=os.environ.get("SUPPRESS_LOG_LEVEL", "INFO"),
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    from suppress.logs import configure
+
+    configure(os.environ.get("SUPPRESS_LOG_LEVEL", "INFO"))
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)

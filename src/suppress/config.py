@@ -16,6 +16,9 @@
 | SUPPRESS_ALLOW_HTTP_WEBHOOKS | 1 lets webhooks use plain http:// URLs (development, tests) | 0 |
 | SUPPRESS_WEBHOOK_ALLOW_PRIVATE_TARGETS | 1 lets webhooks reach non-public addresses (dev, tests) | 0 |
 | SUPPRESS_IMPORT_MAX_BYTES | largest accepted import upload, in bytes (docs/imports.md) | 512 MiB |
+| SUPPRESS_DB_ACQUIRE_TIMEOUT | seconds the API waits for a database connection (docs/operations.md) | 2 |
+| SUPPRESS_DB_STATEMENT_TIMEOUT | seconds one database statement of the API may take | 5 |
+| SUPPRESS_REDIS_TIMEOUT | seconds one Redis command of the API may take (and to connect) | 2 |
 | SUPPRESS_DEV_DATA_DIR | data folder of `suppress dev`, where the other commands find it | see devstack |
 
 With no SUPPRESS_DATABASE_URL, the commands other than `serve` and `worker` use the settings a
@@ -50,12 +53,19 @@ ENV_VARS: tuple[str, ...] = (
     "SUPPRESS_ALLOW_HTTP_WEBHOOKS",
     "SUPPRESS_WEBHOOK_ALLOW_PRIVATE_TARGETS",
     "SUPPRESS_IMPORT_MAX_BYTES",
+    "SUPPRESS_DB_ACQUIRE_TIMEOUT",
+    "SUPPRESS_DB_STATEMENT_TIMEOUT",
+    "SUPPRESS_REDIS_TIMEOUT",
     "SUPPRESS_DEV_DATA_DIR",
 )
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 DEFAULT_IMPORT_MAX_BYTES = 512 * 1024 * 1024
 DEFAULT_REPLICA_MAX_LAG_MS = 1000
 SMS_SENDERS: tuple[str, ...] = ("log", "http")
+# Deadlines of the request path (docs/operations.md): a store that does not answer in time is a 503.
+DEFAULT_DB_ACQUIRE_TIMEOUT = 2.0
+DEFAULT_DB_STATEMENT_TIMEOUT = 5.0
+DEFAULT_REDIS_TIMEOUT = 2.0
 
 
 class ConfigurationError(SuppressError):
@@ -85,6 +95,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     allow_http_webhooks: bool = False
     webhook_allow_private_targets: bool = False
     import_max_bytes: int = DEFAULT_IMPORT_MAX_BYTES
+    db_acquire_timeout: float = DEFAULT_DB_ACQUIRE_TIMEOUT
+    db_statement_timeout: float = DEFAULT_DB_STATEMENT_TIMEOUT
+    redis_timeout: float = DEFAULT_REDIS_TIMEOUT
 
     def __repr__(self) -> str:  # never let the secret reach a log line or a traceback
         return (
@@ -106,6 +119,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             pool_size = int(env.get("SUPPRESS_DB_POOL_SIZE", "10"))
             import_max_bytes = int(env.get("SUPPRESS_IMPORT_MAX_BYTES") or DEFAULT_IMPORT_MAX_BYTES)
             max_lag_ms = int(env.get("SUPPRESS_REPLICA_MAX_LAG_MS") or DEFAULT_REPLICA_MAX_LAG_MS)
+            deadlines = {
+                name: float(env.get(name) or default)
+                for name, default in (
+                    ("SUPPRESS_DB_ACQUIRE_TIMEOUT", DEFAULT_DB_ACQUIRE_TIMEOUT),
+                    ("SUPPRESS_DB_STATEMENT_TIMEOUT", DEFAULT_DB_STATEMENT_TIMEOUT),
+                    ("SUPPRESS_REDIS_TIMEOUT", DEFAULT_REDIS_TIMEOUT),
+                )
+            }
         except ValueError as exc:
             raise ConfigurationError(f"not a number: {exc}") from None
         if not key_ids or any(not 1 <= k <= 255 for k in key_ids) or len(set(key_ids)) != len(key_ids):
@@ -124,6 +145,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         for url in replica_urls:
             if urlsplit(url).scheme not in {"postgres", "postgresql"}:
                 raise ConfigurationError("SUPPRESS_DATABASE_REPLICA_URLS must list postgresql:// DSNs")
+        for name, seconds in deadlines.items():
+            if not 0 < seconds <= 3600:
+                raise ConfigurationError(f"{name} must be a number of seconds above 0 (at most 3600)")
         sms_sender = (env.get("SUPPRESS_SMS_SENDER") or "log").strip().lower()
         sms_http_url = (env.get("SUPPRESS_SMS_HTTP_URL") or "").strip() or None
         sms_http_token = (env.get("SUPPRESS_SMS_HTTP_TOKEN") or "").strip() or None
@@ -145,6 +169,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             allow_http_webhooks=allow_http,
             webhook_allow_private_targets=allow_private,
             import_max_bytes=import_max_bytes,
+            db_acquire_timeout=deadlines["SUPPRESS_DB_ACQUIRE_TIMEOUT"],
+            db_statement_timeout=deadlines["SUPPRESS_DB_STATEMENT_TIMEOUT"],
+            redis_timeout=deadlines["SUPPRESS_REDIS_TIMEOUT"],
         )
 
     def require_secret(self) -> str:

@@ -44,14 +44,47 @@ async def _init_connection(conn: Connection) -> None:
         )
 
 
-async def create_pool(dsn: str, *, size: int = 10, min_size: int = 1) -> Pool:
-    """A connection pool with JSON codecs; raises Unavailable when the database cannot be reached."""
+class DeadlinePool(asyncpg.Pool):
+    """A pool whose `acquire()` (and so `fetch`, `execute`, ... on the pool) waits at most
+    `acquire_timeout` seconds for a connection, a new one included, unless the caller says
+    otherwise: with the database frozen or every connection stuck, a request fails fast instead
+    of queueing forever. The same budget bounds the reset when a connection goes back."""
+
+    acquire_timeout: float | None = None
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
+
+
+async def create_pool(
+    dsn: str,
+    *,
+    size: int = 10,
+    min_size: int = 1,
+    acquire_timeout: float | None = None,
+    command_timeout: float | None = None,
+    connect_timeout: float = 10.0,
+) -> Pool:
+    """A connection pool with JSON codecs; raises Unavailable when the database cannot be reached.
+
+    `acquire_timeout` bounds the wait for a connection, `command_timeout` each statement that
+    names no timeout of its own (asyncpg cancels it on the server), `connect_timeout` each new
+    connection. The API sets all three (docs/operations.md); a worker's long jobs leave the
+    statement unbounded.
+    """
     try:
-        pool = await asyncpg.create_pool(
+        pool = DeadlinePool(
             dsn,
             min_size=min(min_size, size),
             max_size=size,
+            max_queries=50000,
+            max_inactive_connection_lifetime=300.0,
+            loop=None,
+            connection_class=asyncpg.Connection,
+            record_class=asyncpg.Record,
             init=_init_connection,
+            command_timeout=command_timeout,
+            timeout=connect_timeout,
             # No parallel workers: for the check's lookups (1k-100k keys) the planner then picks
             # a parallel scan of the whole table whose Gather of wide rows is 2-4x slower than a
             # plain index or sequential scan, and the workers take the cores the API needs
@@ -63,9 +96,10 @@ async def create_pool(dsn: str, *, size: int = 10, min_size: int = 1) -> Pool:
                 "application_name": "suppress",
             },
         )
+        pool.acquire_timeout = acquire_timeout
+        await pool
     except (OSError, asyncpg.PostgresError) as exc:
         raise Unavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}") from None
-    assert pool is not None
     return pool
 
 

@@ -6,7 +6,9 @@ that each name enqueued here is registered there).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
@@ -14,10 +16,19 @@ from typing import Any
 
 from arq import ArqRedis, Retry, Worker, create_pool
 from arq.connections import RedisSettings
-from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
+from arq.constants import (
+    default_queue_name,
+    health_check_key_suffix,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+)
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
 from arq.worker import create_worker
+from redis.exceptions import BusyLoadingError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from suppress.db import translated_errors
 from suppress.errors import Unavailable
@@ -54,6 +65,12 @@ ENQUEUED_JOBS: frozenset[str] = frozenset(
 
 Queue = ArqRedis
 
+# What a Redis call raises when Redis is down, unreachable, too slow or still loading its data.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError)
+REDIS_DOWN: tuple[type[BaseException], ...] = (*REDIS_ERRORS, OSError, TimeoutError)
+# How long `connect` waits for a Redis that is still loading its dump (BusyLoadingError).
+LOADING_WAIT_SECONDS = 600.0
+
 # Jobs enqueued at once per round trip by enqueue_many.
 ENQUEUE_CHUNK = 1000
 # enqueue_many's script: what arq's enqueue_job does for one job (skip an id that is queued, running
@@ -82,12 +99,44 @@ def redis_settings(url: str) -> RedisSettings:
     return settings
 
 
-async def connect(url: str) -> Queue:
-    """A pool to enqueue jobs with; Unavailable when Redis cannot be reached."""
-    try:
-        return await create_pool(redis_settings(url))
-    except (OSError, ConnectionError) as exc:
-        raise Unavailable(f"cannot connect to Redis: {type(exc).__name__}") from None
+async def connect(
+    url: str, *, command_timeout: float | None = None, loading_wait: float = LOADING_WAIT_SECONDS
+) -> Queue:
+    """A pool to enqueue jobs with; Unavailable when Redis cannot be reached.
+
+    `command_timeout` bounds every command (and each connect): a frozen Redis then raises
+    redis' TimeoutError instead of holding the caller. A Redis still loading its dump
+    (BusyLoadingError) is waited for, up to `loading_wait` seconds.
+    """
+    settings = redis_settings(url)
+    if command_timeout is not None:
+        settings.conn_timeout = command_timeout  # type: ignore[assignment]  # seconds, a float is fine
+    deadline = time.monotonic() + loading_wait
+    while True:
+        try:
+            pool = await create_pool(settings)
+            break
+        except BusyLoadingError:
+            if time.monotonic() >= deadline:
+                raise Unavailable("Redis is still loading its data") from None
+            log.warning("Redis is loading its data set; waiting")
+            await asyncio.sleep(1.0)
+        except (OSError, ConnectionError, RedisConnectionError, RedisTimeoutError) as exc:
+            raise Unavailable(f"cannot connect to Redis: {type(exc).__name__}") from None
+    if command_timeout is not None:
+        # arq names no read timeout; set it for every connection the pool makes from now on,
+        # and drop the one its ping made without it
+        pool.connection_pool.connection_kwargs["socket_timeout"] = command_timeout
+        pool.connection_pool.connection_kwargs["socket_connect_timeout"] = command_timeout
+        await pool.connection_pool.disconnect()
+        # forget the old connection objects: they would reconnect with their old settings
+        pool.connection_pool.reset()  # type: ignore[no-untyped-call]
+    return pool
+
+
+async def wait_until_loaded(url: str, *, loading_wait: float = LOADING_WAIT_SECONDS) -> None:
+    """Return once Redis answers commands (it may still be loading its dump after a restart)."""
+    await (await connect(url, command_timeout=5.0, loading_wait=loading_wait)).aclose()
 
 
 async def enqueue(
@@ -137,8 +186,19 @@ async def ping(queue: Queue) -> bool:
     """Readiness: Redis answers."""
     try:
         return bool(await queue.ping())
-    except (OSError, ConnectionError):
+    except REDIS_DOWN:
         return False
+
+
+# arq's worker sets this key (TTL WORKER_HEARTBEAT_SECONDS + 1 s) from its polling loop, so the key
+# lives exactly while some worker is polling the queue: /readyz looks at it.
+WORKER_HEARTBEAT_SECONDS = 5
+WORKER_HEARTBEAT_KEY = default_queue_name + health_check_key_suffix
+
+
+async def worker_alive(queue: Queue) -> bool:
+    """A worker polled the queue within the last few seconds."""
+    return bool(await queue.exists(WORKER_HEARTBEAT_KEY))
 
 
 def retry_later(ctx: dict[str, Any], what: str, exc: BaseException) -> Retry:

@@ -41,14 +41,25 @@ def runs_as_formula(text: str) -> bool:
     return False
 
 
+def _needs_guard(text: str) -> bool:
+    # A text that already starts with the guard before a formula ("'=1") gets one more, so that
+    # taking one off on import gives back exactly what was written.
+    while True:
+        if runs_as_formula(text):
+            return True
+        if not text.startswith(GUARD):
+            return False
+        text = text[1:]
+
+
 def inert_cell(text: str) -> str:
     """Text as a cell a spreadsheet shows as text and never runs (a leading apostrophe)."""
-    return GUARD + text if runs_as_formula(text) else text
+    return GUARD + text if _needs_guard(text) else text
 
 
 def plain_cell(cell: str) -> str:
     """The text `inert_cell` was given: its apostrophe taken off (other cells as they are)."""
-    if cell.startswith(GUARD) and runs_as_formula(cell[1:]):
+    if cell.startswith(GUARD) and _needs_guard(cell[1:]):
         return cell[1:]
     return cell
 

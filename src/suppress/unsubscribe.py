@@ -133,15 +133,18 @@ def mask_address(channel: str, address: str | None) -> str | None:
     return f"{shown}@{domain}"
 
 
-async def apply_order(pool: asyncpg.Pool, queries: Queries, order: UnsubscribeOrder) -> int | None:
-    """Write one unsubscribe; returns its event id, or None when it was already in force."""
+async def apply_order(
+    pool: asyncpg.Pool, queries: Queries, order: UnsubscribeOrder, *, wait: float = DATABASE_WAIT
+) -> int | None:
+    """Write one unsubscribe; returns its event id, or None when it was already in force.
+    `wait` bounds each database step (a connection, each statement)."""
     in_force = await pool.fetchval(
         queries.unsubscribe_in_force,
         order.tenant_id,
         order.channel,
         order.address_hash,
         order.topic_id,
-        timeout=DATABASE_WAIT,
+        timeout=wait,
     )
     if in_force:  # a repeat: it would write nothing, so it needs no locked transaction
         return None
@@ -167,7 +170,7 @@ async def apply_order(pool: asyncpg.Pool, queries: Queries, order: UnsubscribeOr
         kind="unsubscribed",
         only_if_new=True,  # repeats write nothing
     )
-    applied = await Writer(pool, queries).apply(order.tenant_id, [intent], db_timeout=DATABASE_WAIT)
+    applied = await Writer(pool, queries).apply(order.tenant_id, [intent], db_timeout=wait)
     [outcome] = applied.outcomes
     assert isinstance(outcome, SuppressOutcome)
     return outcome.event_id
@@ -183,7 +186,10 @@ class Unsubscriber:
         keyring: TokenKeyring,
         job_queue: queue.Queue | None,
         reads: Reads | None = None,
+        *,
+        database_wait: float = DATABASE_WAIT,
     ) -> None:
+        self._wait = database_wait
         self._pool = pool
         self._reads = reads
         self._q = queries
@@ -216,7 +222,7 @@ class Unsubscriber:
             link=link_id(claims),
         )
         try:
-            event_id = await apply_order(self._pool, self._q, order)
+            event_id = await apply_order(self._pool, self._q, order, wait=self._wait)
         except DATABASE_DOWN as exc:
             log.warning("database unavailable (%s); spooling the unsubscribe", type(exc).__name__)
             return await self._spool(msgspec.structs.replace(order, spooled=True))
@@ -264,7 +270,7 @@ class Unsubscriber:
         )
         with translated_errors("please try again in a minute"):
             applied = await Writer(self._pool, self._q, self._queue).apply(
-                claims.tenant_id, [intent], db_timeout=DATABASE_WAIT
+                claims.tenant_id, [intent], db_timeout=self._wait
             )
         [outcome] = applied.outcomes
         assert isinstance(outcome, UndoOutcome)
@@ -312,7 +318,7 @@ class Unsubscriber:
         ]
         with translated_errors("please try again in a minute"):
             applied = await Writer(self._pool, self._q, self._queue).apply(
-                claims.tenant_id, intents, db_timeout=DATABASE_WAIT
+                claims.tenant_id, intents, db_timeout=self._wait
             )
         for outcome in applied.outcomes:
             assert isinstance(outcome, ConsentOutcome)
@@ -323,14 +329,14 @@ class Unsubscriber:
     async def page_state(self, claims: TokenClaims, now: datetime) -> PageState:
         """What the page shows; degrades to a page without details when the database is down."""
         try:
-            async with self._pool.acquire(timeout=DATABASE_WAIT) as conn:
+            async with self._pool.acquire(timeout=self._wait) as conn:
                 row = await conn.fetchrow(
                     self._q.recipient_page,
                     claims.tenant_id,
                     claims.channel,
                     claims.address_hash,
                     link_id(claims),
-                    timeout=DATABASE_WAIT,
+                    timeout=self._wait,
                 )
                 state = await recipient_state(
                     conn, self._q, claims.tenant_id, claims.channel, claims.address_hash

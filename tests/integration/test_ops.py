@@ -13,11 +13,9 @@ Client = AsyncTestClient[Litestar]
 async def test_healthz_and_readyz(client: Client) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
-    assert ready.status_code == 200 and ready.json() == {
-        "status": "ready",
-        "database": "ok",
-        "redis": "ok",
-    }
+    assert ready.status_code == 200
+    # no worker runs in this process; `suppress serve` reports that without being unready for it
+    assert ready.json() == {"status": "ready", "database": "ok", "redis": "ok", "worker": "not running"}
 
 
 async def test_metrics_count_checks_and_decisions(client: Client, tenant: Tenant) -> None:

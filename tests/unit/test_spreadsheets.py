@@ -66,5 +66,10 @@ def test_the_guard_is_undone_exactly(text: str) -> None:
     assert plain_cell(inert_cell(text)) == text
 
 
+@pytest.mark.parametrize("text", ["'=1", "''+2", "'@x"])
+def test_a_text_that_starts_with_the_guard_comes_back_as_it_was(text: str) -> None:
+    assert plain_cell(inert_cell(text)) == text
+
+
 def test_text_is_quoted_numbers_are_not() -> None:
     assert CsvWriter().row(["a", 1, 2.5, None, "x,y", 'say "hi"']) == '"a",1,2.5,"","x,y","say ""hi"""\r\n'

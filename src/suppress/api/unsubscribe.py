@@ -55,8 +55,15 @@ _FORM = Schema(
 )
 
 
+# A 503 page (neither store could take the request) asks the browser to come back this much later.
+RETRY_AFTER_SECONDS = 5
+
+
 def _html(content: str, status: int = 200) -> Response[str]:
-    return Response(content, status_code=status, media_type=MediaType.HTML, headers=SECURITY_HEADERS)
+    headers = (
+        {**SECURITY_HEADERS, "Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else SECURITY_HEADERS
+    )
+    return Response(content, status_code=status, media_type=MediaType.HTML, headers=headers)
 
 
 def _evidence(request: Request[Any, Any, Any]) -> Evidence:

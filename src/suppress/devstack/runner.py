@@ -24,6 +24,7 @@ import uvicorn
 
 from suppress import queue
 from suppress.addresses import AddressHasher
+from suppress.api.access import AccessLog
 from suppress.app import create_app
 from suppress.config import DerivedKeys, Settings
 from suppress.consents import ConsentIn
@@ -41,6 +42,7 @@ from suppress.tenants import Authenticator, create_api_key, create_tenant
 from suppress.topics import TopicDisplay, TopicIn, TopicText
 
 DEMO_TENANT = "demo"
+log = logging.getLogger(__name__)
 
 
 # What the demo's recipient page shows for its topics.
@@ -185,9 +187,13 @@ async def run_dev(
         finally:
             await conn.close()
         api_key = await seed_demo(settings, data_dir)
-        server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port, log_level="info"))
-        worker = queue.build_worker(worker_settings, redis_url, ctx={"settings": settings})
-        worker_task = asyncio.create_task(worker.async_run())
+        # a Redis restarted with a large dump answers LOADING for a while: wait it out
+        await queue.wait_until_loaded(redis_url)
+        app = AccessLog(create_app(settings, require_worker=True))
+        server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_level="info", log_config=None, access_log=False)
+        )
+        worker_task = asyncio.create_task(supervise_worker(worker_settings, redis_url, settings))
         stack.callback(settings_file.remove, data_dir)
         banner = asyncio.create_task(_banner(server, dev, api_key, data_dir))
         try:
@@ -197,9 +203,58 @@ async def run_dev(
             worker_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await worker_task
-            await worker.close()
             print("stopped", flush=True)
     return 0
+
+
+# The in-process worker is restarted after a failure, waiting 1, 2, 4, ... up to 30 s between
+# tries; a worker that ran this long before it failed starts again from the shortest wait.
+WORKER_BACKOFF_FIRST = 1.0
+WORKER_BACKOFF_MAX = 30.0
+WORKER_HEALTHY_AFTER = 60.0
+
+
+async def supervise_worker(worker_settings: type, redis_url: str, settings: Settings) -> None:
+    """Run the arq worker until cancelled, starting it again (with backoff, logged) whenever it
+    stops: Redis dropped or restarting, still loading its dump, or a crash."""
+    backoff = WORKER_BACKOFF_FIRST
+    while True:
+        worker = queue.build_worker(worker_settings, redis_url, ctx={"settings": settings})
+        started = asyncio.get_running_loop().time()
+        try:
+            await worker.async_run()
+            log.warning("the worker stopped; starting it again in %.0f s", backoff)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error(
+                "the worker failed (%s: %s); starting it again in %.0f s", type(exc).__name__, exc, backoff
+            )
+        finally:
+            try:
+                await asyncio.wait_for(worker.close(), 10)
+            except Exception:  # Redis gone: close() stopped before on_shutdown released the pool
+                if worker.on_shutdown is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(worker.on_shutdown(worker.ctx), 10)
+        if asyncio.get_running_loop().time() - started > WORKER_HEALTHY_AFTER:
+            backoff = WORKER_BACKOFF_FIRST
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, WORKER_BACKOFF_MAX)
+
+
+async def _first_heartbeat(redis_url: str, wait: float = 30.0) -> None:
+    """Wait (a little) for the worker's first heartbeat, so /readyz is ready once the banner shows."""
+    job_queue = await queue.connect(redis_url, command_timeout=5.0)
+    try:
+        deadline = asyncio.get_running_loop().time() + wait
+        while not await queue.worker_alive(job_queue):
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("no worker heartbeat yet; /readyz says not ready until there is one")
+                return
+            await asyncio.sleep(0.1)
+    finally:
+        await job_queue.aclose()
 
 
 async def _banner(
@@ -207,6 +262,7 @@ async def _banner(
 ) -> None:
     while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
         await asyncio.sleep(0.05)
+    await _first_heartbeat(dev.redis_url)
     written = settings_file.write(data_dir, dev)
     base = dev.public_url
     found = (

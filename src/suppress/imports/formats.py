@@ -39,6 +39,8 @@ from suppress.spreadsheets import plain_cell
 
 MAX_OBJECT = 64 * 1024
 MAX_HEADER_LINE = 64 * 1024
+# Deepest nesting of a first JSON line checked at upload (records themselves are flat objects).
+MAX_DEPTH = 32
 
 
 class NeedMore(Exception):
@@ -193,7 +195,18 @@ class Reader:
         if fmt in ("sendgrid", "mailgun") and self.options.list is None:
             raise FormatError(f"a {fmt} JSON upload needs list=... (which suppression list it holds)")
         plist = self.options.list or ""
+        if _max_depth(stripped) > MAX_DEPTH:
+            raise FormatError(f"line 1: JSON nested deeper than {MAX_DEPTH} levels")
         if fmt == "ndjson":
+            # the first record must read as one, so a file that is not NDJSON is refused at upload
+            try:
+                first_value = msgspec.json.decode(stripped)
+            except msgspec.DecodeError as exc:
+                raise FormatError(
+                    f"line 1: not valid JSON ({exc}); NDJSON is one JSON object per line"
+                ) from None
+            if not isinstance(first_value, dict):
+                raise FormatError("line 1: not a JSON object; NDJSON is one JSON object per line")
             return Layout(shape="ndjson")
         try:
             value = json.loads(stripped)
@@ -336,6 +349,8 @@ class Reader:
             value = msgspec.json.decode(stripped)
         except msgspec.DecodeError as exc:
             return self._error(line, f"not valid JSON: {exc}", text)
+        except RecursionError:
+            return self._error(line, "JSON nested too deep", text)
         return self._object(line, value, text)
 
     def _read_document(self, lines: Lines, mark: int) -> Parsed | None:
@@ -365,6 +380,8 @@ class Reader:
             value = json.loads(candidate)
         except json.JSONDecodeError as exc:
             return self._error(line, f"not valid JSON: {exc}", buffer)
+        except RecursionError:
+            return self._error(line, "JSON nested too deep", buffer)
         return self._object(line, value, candidate)
 
     def _object(self, line: int, value: Any, raw: str) -> Parsed:
@@ -393,6 +410,31 @@ class Reader:
     @staticmethod
     def _error(line: int, message: str, raw: str) -> Parsed:
         return Parsed(line, None, message, raw.rstrip("\r\n")[:MAX_RAW])
+
+
+def _max_depth(text: str) -> int:
+    """The deepest nesting of braces and brackets in `text` (outside strings), stopping early."""
+    deepest = depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "{[":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_DEPTH:
+                    break
+        elif char in "}]":
+            depth -= 1
+    return deepest
 
 
 def _depth(text: str, depth: int) -> int:

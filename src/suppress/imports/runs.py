@@ -38,6 +38,14 @@ BATCH_ROWS = 5000
 LEASE = timedelta(seconds=60)
 # Claims in a row without a committed batch before an import is given up as failed.
 MAX_STALLS = 10
+# Failures that come from the file's content, not from an outage: the import ends `failed` with the
+# reason at once instead of being retried (a line past the length limit, undecodable text, ...).
+CONTENT_ERRORS: tuple[type[Exception], ...] = (
+    FormatError,
+    RecursionError,
+    UnicodeDecodeError,
+    msgspec.DecodeError,
+)
 
 
 class Progress(msgspec.Struct, frozen=True, kw_only=True):
@@ -95,6 +103,12 @@ async def run_import(
     except LostLease:
         log.warning("import %s/%s: lease lost to another runner", tenant_id, import_id)
         return RunResult(status="busy", bytes_done=run.bytes_done, batches=run.batches)
+    except CONTENT_ERRORS as exc:
+        # the file itself is the problem: running it again would fail the same way
+        reason = str(exc)[:500] or type(exc).__name__
+        log.warning("import %s/%s failed: %s", tenant_id, import_id, reason)
+        await _finish(pool, queries, tenant_id, import_id, token, "failed", reason)
+        return RunResult(status="failed", bytes_done=run.bytes_done, batches=run.batches)
     except BaseException as exc:
         # Free the import for the next attempt now instead of when the lease runs out.
         try:
