@@ -30,6 +30,7 @@ from suppress.api import webhooks as webhooks_api
 from suppress.api.dashboard import DashboardSessions
 from suppress.api.problems import problem_response
 from suppress.api.services import DEPENDENCIES, services
+from suppress.check_counts import CheckCounts
 from suppress.checks import CheckService
 from suppress.config import DerivedKeys, Settings
 from suppress.db import create_pool
@@ -69,7 +70,9 @@ async def _services(app: Litestar) -> AsyncIterator[None]:
         app.state.queries = queries
         app.state.queue = job_queue
         app.state.authenticator = Authenticator(pool, queries)
-        app.state.checks = CheckService(pool, queries, hasher, keyring, settings.public_url)
+        check_counts = CheckCounts(pool, queries, interval=settings.check_counts_flush_seconds)
+        app.state.check_counts = check_counts
+        app.state.checks = CheckService(pool, queries, hasher, keyring, settings.public_url, check_counts)
         app.state.recipients = Recipients(pool, queries, hasher, job_queue)
         app.state.keyring = keyring
         app.state.webhooks = Webhooks(
@@ -85,9 +88,11 @@ async def _services(app: Litestar) -> AsyncIterator[None]:
         app.state.dashboard_sessions = DashboardSessions(
             settings.require_secret(), secure=settings.public_url.startswith("https://")
         )
+        check_counts.start()
         try:
             yield
         finally:
+            await check_counts.stop()  # what the checks counted since the last flush
             await job_queue.aclose()
     finally:
         await pool.close()

@@ -2,7 +2,8 @@
 
 Hot path: normalise and hash every address, fetch the state of the batch with array parameters,
 decide each recipient with the pure policy, mint a token for every allowed marketing recipient,
-and add the batch's outcome counts to the day's counters in one statement.
+and add the batch's outcome counts to this process's pending day counters (no write: they are
+flushed in bulk every second, check_counts.py).
 
 How it stays fast for 100 000 recipients on a small machine (measured by bench/check.py, see
 docs/performance.md):
@@ -39,6 +40,8 @@ from msgspec import Meta
 
 from suppress import metrics
 from suppress.addresses import AddressHasher, normalise
+from suppress.check_counts import CheckCounts
+from suppress.check_counts import outcome as _outcome
 from suppress.errors import BatchTooLarge, InvalidInput, UnknownTopic
 from suppress.models import Basis, CampaignName, Channel, Offer, Purpose, Reason, TopicName
 from suppress.policy import (
@@ -113,8 +116,10 @@ class CheckService:
         hasher: AddressHasher,
         keyring: TokenKeyring,
         public_url: str,
+        counts: CheckCounts,
     ) -> None:
         self._pool = pool
+        self._counts = counts
         self._queries = queries
         self._hasher = hasher
         self._keyring = keyring
@@ -140,7 +145,7 @@ class CheckService:
                 with contextlib.suppress(Exception):
                     await context  # when the batch failed first: let it end, and see its error
             results, outcomes = batch.done, batch.ordered_outcomes()
-            await self._count(principal, request.channel, batch.campaign_id, outcomes, now)
+            self._count(principal, request.channel, batch.campaign_id, outcomes, now)
         return _response(results, outcomes, request)
 
     async def _resolve_context(
@@ -242,7 +247,7 @@ class CheckService:
                     with contextlib.suppress(Exception):
                         await fetching
 
-    async def _count(
+    def _count(
         self,
         principal: Principal,
         channel: str,
@@ -250,28 +255,12 @@ class CheckService:
         outcomes: Counter[Decision],
         now: datetime,
     ) -> None:
-        """One statement adds the whole batch to the day's counters (list health reads them)."""
-        allowed = [d.allowed for d in outcomes]
-        labels = [_outcome(d) for d in outcomes]
-        counts = list(outcomes.values())
-        await self._pool.execute(
-            self._queries.add_check_counts,
-            principal.tenant_id,
-            now.date(),
-            channel,
-            campaign_id or 0,
-            allowed,
-            labels,
-            counts,
-        )
+        """Add the batch to this process's pending day counters (flushed in bulk: check_counts.py)."""
+        self._counts.add(principal.tenant_id, now.date(), channel, campaign_id, outcomes)
         for decision, n in outcomes.items():
             metrics.CHECKED_RECIPIENTS.labels(channel, str(decision.allowed).lower(), _outcome(decision)).inc(
                 n
             )
-
-
-def _outcome(decision: Decision) -> str:
-    return (decision.basis if decision.allowed else decision.reason) or "unknown"
 
 
 @contextmanager

@@ -13,6 +13,7 @@
 | SUPPRESS_SMS_HTTP_TOKEN | its bearer token (a secret: never logged); needed by `http` | none |
 | SUPPRESS_ALLOW_HTTP_WEBHOOKS | 1 lets webhooks use plain http:// URLs (development, tests) | 0 |
 | SUPPRESS_IMPORT_MAX_BYTES | largest accepted import upload, in bytes (docs/imports.md) | 512 MiB |
+| SUPPRESS_CHECK_COUNTS_FLUSH_SECONDS | seconds between flushes of a process's check counts | 1 |
 | SUPPRESS_DEV_DATA_DIR | data folder of `suppress dev`, where the other commands find it | see devstack |
 
 With no SUPPRESS_DATABASE_URL, the commands other than `serve` and `worker` use the settings a
@@ -44,6 +45,7 @@ ENV_VARS: tuple[str, ...] = (
     "SUPPRESS_SMS_HTTP_TOKEN",
     "SUPPRESS_ALLOW_HTTP_WEBHOOKS",
     "SUPPRESS_IMPORT_MAX_BYTES",
+    "SUPPRESS_CHECK_COUNTS_FLUSH_SECONDS",
     "SUPPRESS_DEV_DATA_DIR",
 )
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
@@ -75,6 +77,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sms_http_token: str | None = None  # a secret: not in __repr__
     allow_http_webhooks: bool = False
     import_max_bytes: int = DEFAULT_IMPORT_MAX_BYTES
+    check_counts_flush_seconds: float = 1.0
 
     def __repr__(self) -> str:  # never let the secret reach a log line or a traceback
         return (
@@ -94,6 +97,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             key_ids = tuple(int(part) for part in raw_ids.split(",") if part.strip())
             pool_size = int(env.get("SUPPRESS_DB_POOL_SIZE", "10"))
             import_max_bytes = int(env.get("SUPPRESS_IMPORT_MAX_BYTES") or DEFAULT_IMPORT_MAX_BYTES)
+            flush_seconds = float(env.get("SUPPRESS_CHECK_COUNTS_FLUSH_SECONDS") or 1.0)
         except ValueError as exc:
             raise ConfigurationError(f"not a number: {exc}") from None
         if not key_ids or any(not 1 <= k <= 255 for k in key_ids) or len(set(key_ids)) != len(key_ids):
@@ -102,6 +106,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigurationError("SUPPRESS_DB_POOL_SIZE must be at least 1")
         if import_max_bytes < 1:
             raise ConfigurationError("SUPPRESS_IMPORT_MAX_BYTES must be at least 1")
+        if not 0.01 <= flush_seconds <= 3600:  # also refuses nan and inf
+            raise ConfigurationError("SUPPRESS_CHECK_COUNTS_FLUSH_SECONDS must be from 0.01 to 3600")
         sms_sender = (env.get("SUPPRESS_SMS_SENDER") or "log").strip().lower()
         sms_http_url = (env.get("SUPPRESS_SMS_HTTP_URL") or "").strip() or None
         sms_http_token = (env.get("SUPPRESS_SMS_HTTP_TOKEN") or "").strip() or None
@@ -121,6 +127,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             sms_http_token=sms_http_token,
             allow_http_webhooks=allow_http in {"1", "true", "yes", "on"},
             import_max_bytes=import_max_bytes,
+            check_counts_flush_seconds=flush_seconds,
         )
 
     def require_secret(self) -> str:

@@ -13,7 +13,7 @@ from litestar.testing import AsyncTestClient
 
 from suppress.checks import MAX_RECIPIENTS
 from tests.conftest import PUBLIC_URL, Tenant, post_json
-from tests.support import check, consent, customer, decision, suppress, topic
+from tests.support import check, consent, customer, decision, flush_check_counts, suppress, topic
 
 Client = AsyncTestClient[Litestar]
 
@@ -361,6 +361,7 @@ async def test_batch_outcomes_are_counted_per_campaign(
             ["counted@example.no", "x@example.no", "y@example.no"],
             campaign="autumn",
         )
+    await flush_check_counts(client)
     rows = await db.fetch(
         """SELECT cc.allowed, cc.outcome, cc.recipients FROM check_counts cc
            JOIN campaigns c ON c.id = cc.campaign_id WHERE cc.tenant_id = $1 AND c.name = 'autumn'
