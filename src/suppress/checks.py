@@ -300,6 +300,7 @@ class _Batch:
         "issued_at",
         "message",
         "mint",
+        "mint_many",
         "now",
         "offer",
         "outcomes",
@@ -330,6 +331,7 @@ class _Batch:
         self.channel = request.channel
         self.issued_at = int(now.timestamp())
         self.mint = service._keyring.mint
+        self.mint_many = service._keyring.mint_many
         self.base = service._unsubscribe_base
         self.is_email = request.channel == "email"
         self.wants_link = request.purpose == "marketing"
@@ -421,13 +423,15 @@ class _Batch:
         empty = _EMPTY
         policy, message, now = self.policy, self.message, self.now
         recipients, results, first, repeats = self.recipients, self.results, self.first, self.repeats
-        wants_link, is_email, base, mint = self.wants_link, self.is_email, self.base, self.mint
-        tenant_id, channel, topic_id = self.tenant_id, self.channel, self.topic_id
-        campaign_id, issued_at = self.campaign_id, self.issued_at
+        wants_link = self.wants_link
         decisions: list[Decision] = []
         counted = decisions.append
         earliest = self.earliest
         seen = earliest.get
+        # Allowed recipients that get a link: their tokens are minted together after the loop.
+        linked: list[int] = []
+        linked_hashes: list[bytes] = []
+        linked_bases: list[Basis | None] = []
         for row in rows:
             digest = row[0]
             decision = decide(
@@ -452,36 +456,10 @@ class _Batch:
             position = first[digest]
             if seen(decision, position + 1) > position:
                 earliest[decision] = position
-            # The body of self.result, inlined: this loop runs for every known recipient.
             if decision.allowed and wants_link:
-                url = base + mint(
-                    TokenClaims(
-                        tenant_id=tenant_id,
-                        channel=channel,
-                        address_hash=digest,
-                        topic_id=topic_id,
-                        campaign_id=campaign_id,
-                        issued_at=issued_at,
-                    )
-                )
-                if is_email:
-                    results[position] = CheckResult(
-                        recipient=recipients[position],
-                        allowed=True,
-                        basis=decision.basis,
-                        reason=None,
-                        unsubscribe_url=url,
-                        list_unsubscribe=f"<{url}>",
-                        list_unsubscribe_post=ONE_CLICK,
-                    )
-                else:
-                    results[position] = CheckResult(
-                        recipient=recipients[position],
-                        allowed=True,
-                        basis=decision.basis,
-                        reason=None,
-                        unsubscribe_url=url,
-                    )
+                linked.append(position)
+                linked_hashes.append(digest)
+                linked_bases.append(decision.basis)
             else:
                 results[position] = CheckResult(
                     recipient=recipients[position],
@@ -493,7 +471,42 @@ class _Batch:
                 for position in repeats[digest]:
                     results[position] = self.result(recipients[position], digest, decision)
                     counted(decision)
+        if linked:
+            self.linked_results(linked, linked_hashes, linked_bases)
         self.outcomes.update(decisions)
+
+    def linked_results(self, positions: list[int], hashes: list[bytes], bases: list[Basis | None]) -> None:
+        """The results of allowed recipients with their links, the tokens minted in one pass."""
+        tokens = self.mint_many(
+            tenant_id=self.tenant_id,
+            channel=self.channel,
+            topic_id=self.topic_id,
+            campaign_id=self.campaign_id,
+            issued_at=self.issued_at,
+            address_hashes=hashes,
+        )
+        recipients, results, base = self.recipients, self.results, self.base
+        if self.is_email:
+            for position, token, basis in zip(positions, tokens, bases, strict=True):
+                url = base + token
+                results[position] = CheckResult(
+                    recipient=recipients[position],
+                    allowed=True,
+                    basis=basis,
+                    reason=None,
+                    unsubscribe_url=url,
+                    list_unsubscribe=f"<{url}>",
+                    list_unsubscribe_post=ONE_CLICK,
+                )
+        else:
+            for position, token, basis in zip(positions, tokens, bases, strict=True):
+                results[position] = CheckResult(
+                    recipient=recipients[position],
+                    allowed=True,
+                    basis=basis,
+                    reason=None,
+                    unsubscribe_url=base + token,
+                )
 
     def decide_rest(self) -> None:
         """Fill in every recipient without a row: invalid addresses and addresses never seen."""

@@ -11,7 +11,9 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from suppress.addresses import AddressHasher
 from suppress.checks import MAX_RECIPIENTS
+from suppress.tokens import MINT_MANY_FROM
 from tests.conftest import PUBLIC_URL, Tenant, post_json
 from tests.support import check, consent, customer, decision, flush_check_counts, suppress, topic
 
@@ -341,6 +343,26 @@ async def test_token_carries_tenant_topic_campaign_and_recipient(
     assert claims.tenant_id == tenant.id and claims.channel == "email"
     assert claims.topic_id is not None and claims.campaign_id is not None
     assert abs(claims.issued_at - datetime.now(UTC).timestamp()) < 60
+
+
+async def test_every_link_of_a_large_batch_names_its_own_recipient(
+    client: Client, tenant: Tenant, app: Litestar, hasher: AddressHasher
+) -> None:
+    """Enough allowed recipients for their tokens to be minted in one vectorised pass."""
+    people = [f"many{i}@example.no" for i in range(MINT_MANY_FROM + 8)]
+    for address in people:
+        await consent(client, tenant, address)
+    batch = [*people, "nobody@example.no", people[0].upper()]
+    results = await check(client, tenant, batch, campaign="many-links")
+    assert [r["recipient"] for r in results] == batch
+    assert not results[-2]["allowed"] and "unsubscribe_url" not in results[-2]
+    for address, result in zip([*people, people[0]], [*results[:-2], results[-1]], strict=True):
+        url = result["unsubscribe_url"]
+        claims = app.state.keyring.verify(url.rsplit("/", 1)[1])
+        assert claims.address_hash == hasher.hash("email", address)
+        assert claims.tenant_id == tenant.id and claims.campaign_id is not None
+        assert result["list_unsubscribe"] == f"<{url}>"
+        assert result["list_unsubscribe_post"] == "List-Unsubscribe=One-Click"
 
 
 async def test_sms_gets_a_link_but_no_email_headers(client: Client, tenant: Tenant) -> None:
