@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import time
 from collections import Counter
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
@@ -63,6 +64,10 @@ STREAM_ROWS = 5_000
 # A request of SPLIT_FROM..STREAM_FROM recipients is looked up in two halves on two connections.
 SPLIT_FROM = 200
 ONE_CLICK = "List-Unsubscribe=One-Click"
+# A check's topic (id, soft opt-in) and campaign id are remembered this long per process, sparing
+# a one-recipient check a query: a topic's soft opt-in changed through another process is seen
+# within this time (through this one, at once: POST /v1/topics forgets the tenant's entries).
+CONTEXT_TTL = 5.0
 
 CheckRecipient = Annotated[str, Meta(max_length=512)]
 
@@ -120,6 +125,10 @@ class CheckService:
     ) -> None:
         self._pool = pool
         self._counts = counts
+        # (tenant, topic name, campaign name) -> (good until, (topic id, soft opt-in, campaign id))
+        self._contexts: dict[
+            tuple[int, str | None, str | None], tuple[float, tuple[int | None, bool, int | None]]
+        ] = {}
         self._queries = queries
         self._hasher = hasher
         self._keyring = keyring
@@ -135,10 +144,12 @@ class CheckService:
                 f"{count} recipients in one request; at most {MAX_RECIPIENTS} (split the list)"
             )
         with metrics.CHECK_SECONDS.time():
-            # The topic and campaign are looked up while the addresses are hashed and looked up.
-            context = asyncio.ensure_future(self._resolve_context(principal, request))
+            # The topic and campaign are looked up (unless known from an earlier check) while the
+            # addresses are hashed and looked up.
+            context = self._context(principal, request)
             try:
-                await asyncio.sleep(0)  # its query goes out now
+                if not context.done():
+                    await asyncio.sleep(0)  # its query goes out now
                 batch = _Batch(self, principal, request, now)
                 await self._decide_batch(principal, request, batch, context)
             finally:
@@ -148,11 +159,26 @@ class CheckService:
             self._count(principal, request.channel, batch.campaign_id, outcomes, now)
         return _response(results, outcomes, request)
 
+    def _context(
+        self, principal: Principal, request: CheckRequest
+    ) -> asyncio.Future[tuple[int | None, bool, int | None]]:
+        """The message's (topic id, topic soft opt-in, campaign id): known, or being looked up."""
+        known: asyncio.Future[tuple[int | None, bool, int | None]]
+        if request.topic is None and request.campaign is None:
+            known = asyncio.get_running_loop().create_future()
+            known.set_result((None, False, None))
+            return known
+        key = (principal.tenant_id, request.topic, request.campaign)
+        cached = self._contexts.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            known = asyncio.get_running_loop().create_future()
+            known.set_result(cached[1])
+            return known
+        return asyncio.ensure_future(self._resolve_context(principal, request))
+
     async def _resolve_context(
         self, principal: Principal, request: CheckRequest
     ) -> tuple[int | None, bool, int | None]:
-        if request.topic is None and request.campaign is None:
-            return None, False, None
         row = await self._pool.fetchrow(
             self._queries.resolve_check_context,
             principal.tenant_id,
@@ -162,7 +188,18 @@ class CheckService:
         assert row is not None
         if request.topic is not None and row["topic_id"] is None:
             raise UnknownTopic(f"no topic named {request.topic!r}; create it with POST /v1/topics")
-        return row["topic_id"], bool(row["topic_soft_opt_in"]), row["campaign_id"]
+        resolved = (row["topic_id"], bool(row["topic_soft_opt_in"]), row["campaign_id"])
+        if len(self._contexts) > 10_000:
+            self._contexts.clear()
+        self._contexts[(principal.tenant_id, request.topic, request.campaign)] = (
+            time.monotonic() + CONTEXT_TTL,
+            resolved,
+        )
+        return resolved
+
+    def forget_tenant(self, tenant_id: int) -> None:
+        """Drop the tenant's remembered topics and campaigns (a topic of it changed)."""
+        self._contexts = {k: v for k, v in self._contexts.items() if k[0] != tenant_id}
 
     async def _decide_batch(
         self,

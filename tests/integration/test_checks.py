@@ -228,6 +228,27 @@ async def test_rule8_recent_purchase_is_a_basis_for_soft_opt_in_topics(
     )
 
 
+async def test_a_topic_changed_is_decided_by_its_new_soft_opt_in_at_once(
+    client: Client, tenant: Tenant
+) -> None:
+    """Checks remember a topic briefly; changing it through the API makes them forget it."""
+    await topic(client, tenant, "flip", False)
+    await customer(client, tenant, "flip@example.no", "purchase", at=datetime.now(UTC) - timedelta(days=3))
+    assert await decision(client, tenant, "flip@example.no", topic="flip", campaign="c") == (
+        False,
+        None,
+        "no_basis",
+    )
+    await topic(client, tenant, "flip", True)
+    assert await decision(client, tenant, "flip@example.no", topic="flip", campaign="c") == (
+        True,
+        "customer_relationship",
+        None,
+    )
+    await topic(client, tenant, "flip", False)
+    assert (await decision(client, tenant, "flip@example.no", topic="flip", campaign="c"))[0] is False
+
+
 async def test_rule8_old_purchase_and_ended_agreement_are_no_basis(client: Client, tenant: Tenant) -> None:
     await topic(client, tenant, "news", True)
     await customer(
