@@ -666,16 +666,24 @@ class Target:
     ready_path: str = "/healthz"
 
 
-def targets() -> dict[str, Target]:
+def targets(granian: bool = False) -> dict[str, Target]:
     """Every server of a run. The one-recipient comparisons pair them by name."""
     serve = ("suppress", "serve", "--host", "127.0.0.1", "--log-level", "warning", "--no-access-log")
     bare = ("python", "-m", "bench.check", "serve-bare")
-    return {
+    out = {
         "check-1": Target("check-1", (*serve, "--workers", "1")),
         "check-2": Target("check-2", (*serve, "--workers", "2")),
         "bare-1": Target("bare-1", (*bare, "--workers", "1")),
         "bare-2": Target("bare-2", (*bare, "--workers", "2")),
     }
+    if granian:  # the same application under granian instead of uvicorn (not a dependency)
+        run = ("--with", "granian", "granian", "--interface", "asgi", "--host", "127.0.0.1")
+        for n in (1, 2):
+            out[f"granian-{n}"] = Target(
+                f"granian-{n}",
+                (*run, "--log-level", "warning", "--workers", str(n), "--factory", "suppress.app:create_app"),
+            )
+    return out
 
 
 class Server:
@@ -830,6 +838,7 @@ class Report:
     rows_by_n: list[Row]
     concurrency: int = 1
     connections: int = 8
+    batch_target: str = "check-2"
     one_calls: int = 0
     # per target name (check-1, check-2, bare-1, bare-2): requests/s and server CPU µs per request,
     # one value per measured run, the runs interleaved across the targets
@@ -893,9 +902,9 @@ async def run(args: argparse.Namespace) -> Report:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         servers = {
             name: Server(bench, args.redis_url, RESULTS / f"check-{stamp}.{name}.log", target)
-            for name, target in targets().items()
+            for name, target in targets(args.granian).items()
         }
-        server = servers[BATCH_TARGET]
+        server = servers[args.batch_target]
         report = Report(
             started_at=datetime.now(UTC).isoformat(timespec="seconds"),
             command=" ".join(["uv run python bench/check.py", *sys.argv[1:]]),
@@ -906,6 +915,7 @@ async def run(args: argparse.Namespace) -> Report:
             rows_by_n=[],
             concurrency=args.concurrency,
             connections=args.connections,
+            batch_target=args.batch_target,
         )
         limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
         with running(*servers.values()):
@@ -973,8 +983,9 @@ async def one_recipient_runs(
     report.one_calls = len(one)
     checks = one_requests("/v1/checks", bench.api_key, one)
     bare = one_requests("/bare/checks", None, one)
+    order = [*ONE_ORDER, *(name for name in servers if name.startswith("granian"))]
     for r in range(args.runs + 1):  # run 0 warms up and is not counted
-        for name in ONE_ORDER:
+        for name in order:
             is_bare = name.startswith("bare")
             done = await one_load(
                 servers[name],
@@ -994,7 +1005,7 @@ def mib(kib: int) -> str:
 
 def render(report: Report, raw_target: float = 0.6, one_target: float = 40.0) -> str:
     """The markdown report: one table row per N, then the one-recipient rate and the targets."""
-    one = report.one_rate(BATCH_TARGET)
+    one = report.one_rate(report.batch_target)
     m = report.machine
     lines = [
         f"Check benchmark, {report.started_at}: `{report.command}`",
@@ -1054,10 +1065,18 @@ def render(report: Report, raw_target: float = 0.6, one_target: float = 40.0) ->
         "| target | processes | requests/s | server CPU µs per request |",
         "|---|---:|---:|---:|",
     ]
-    for name in ONE_ORDER:
+    for name in report.one_rates:
         cpu = statistics.median(report.one_cpu_us[name]) if report.one_cpu_us.get(name) else 0.0
-        what = "POST /v1/checks" if name.startswith("check") else "bare primary-key lookup"
+        what = {"check": "POST /v1/checks", "bare": "bare primary-key lookup", "granian": "checks, granian"}[
+            name.rsplit("-", 1)[0]
+        ]
         lines.append(f"| {what} | {name[-1]} | {report.one_rate(name):,.0f} | {cpu:,.0f} |")
+    granian = [
+        f"- granian / uvicorn, {n} process{'es' if n > 1 else ''}: "
+        f"{report.one_ratio(f'granian-{n}', f'check-{n}'):.2f}"
+        for n in (1, 2)
+        if f"granian-{n}" in report.one_rates
+    ]
     two_vs_one = report.one_ratio("check-2", "check-1")
     vs_bare = {n: report.one_ratio(f"check-{n}", f"bare-{n}") for n in (1, 2)}
     lines += [
@@ -1069,6 +1088,7 @@ def render(report: Report, raw_target: float = 0.6, one_target: float = 40.0) ->
             f"({'met' if r >= BARE_TARGET else 'MISSED'}, goal ≥ {BARE_TARGET})"
             for n, r in vs_bare.items()
         ),
+        *granian,
         "",
         f"Batch server RSS warm and idle before the first N: {mib(report.rss_idle_kib)} MiB. "
         f"Load average (1 min) at the start and end of the measurements: {load} "
@@ -1113,6 +1133,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--connections", type=int, default=8, help="connections of the one-recipient load (default 8)"
     )
     p.add_argument(
+        "--granian",
+        action="store_true",
+        help="also serve the application with granian (1 and 2 processes; `uv run --with granian`)",
+    )
+    p.add_argument(
+        "--batch-target",
+        default="check-2",
+        help="the server of the batch measurements: check-1, check-2, granian-1, granian-2",
+    )
+    p.add_argument(
         "--server-arg",
         action="append",
         default=[],
@@ -1135,6 +1165,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.one_calls = args.one_calls or (300 if quick else 2_000)
     if any(n < 1 for n in args.sizes) or args.runs < 1:
         p.error("sizes and runs must be positive")
+    if args.batch_target not in targets(args.granian) or args.batch_target.startswith("bare"):
+        p.error(f"no server {args.batch_target!r} to check batches with (granian ones need --granian)")
     for dsn in (args.admin_dsn, args.redis_url):
         host = urlsplit(dsn).hostname
         if host not in ("127.0.0.1", "localhost", "::1"):

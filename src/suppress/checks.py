@@ -406,20 +406,21 @@ class _Batch:
 
         Returns the hashes not seen before: the ones to look up.
         """
-        channel, hash_address = self.channel, hasher.hash
+        channel = self.channel
         hashes, first, repeats = self.hashes, self.first, self.repeats
         assert len(hashes) == start
         append = hashes.append
         new: list[bytes] = []
         found = new.append
-        for position in range(start, stop):
-            normalised = normalise(channel, self.recipients[position], region)
-            if normalised is None:
-                append(None)
-                continue
-            digest = hash_address(channel, normalised)
+        claim = first.setdefault
+        digests = hasher.hash_many(
+            channel, [normalise(channel, raw, region) for raw in self.recipients[start:stop]]
+        )
+        for position, digest in enumerate(digests, start):
             append(digest)
-            if first.setdefault(digest, position) == position:
+            if digest is None:
+                continue
+            if claim(digest, position) == position:
                 found(digest)
             else:
                 repeats.setdefault(digest, []).append(position)
