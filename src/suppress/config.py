@@ -97,9 +97,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             key_ids = tuple(int(part) for part in raw_ids.split(",") if part.strip())
             pool_size = int(env.get("SUPPRESS_DB_POOL_SIZE", "10"))
             import_max_bytes = int(env.get("SUPPRESS_IMPORT_MAX_BYTES") or DEFAULT_IMPORT_MAX_BYTES)
-            flush_seconds = float(env.get("SUPPRESS_CHECK_COUNTS_FLUSH_SECONDS") or 1.0)
         except ValueError as exc:
             raise ConfigurationError(f"not a number: {exc}") from None
+        try:
+            flush_seconds = float(env.get("SUPPRESS_CHECK_COUNTS_FLUSH_SECONDS") or 1.0)
+        except ValueError:
+            flush_seconds = float("nan")  # refused below, with the variable's name
         if not key_ids or any(not 1 <= k <= 255 for k in key_ids) or len(set(key_ids)) != len(key_ids):
             raise ConfigurationError("SUPPRESS_TOKEN_KEY_IDS must list distinct ids from 1 to 255")
         if pool_size < 1:
