@@ -96,7 +96,9 @@ class CheckCounts:
         while True:
             await asyncio.sleep(self.interval)
             try:
-                await self.flush()
+                # Shielded: a stop never cancels a flush whose statement may already have been
+                # applied (its counts would be added again); the last flush waits for it instead.
+                await asyncio.shield(self.flush())
             except DATABASE_DOWN as exc:
                 log.warning("check counts not flushed (kept for the next try): %s", type(exc).__name__)
             except Exception:

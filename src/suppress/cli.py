@@ -209,7 +209,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if workers == 1:
         from suppress.app import create_app
 
-        uvicorn.run(create_app(settings), **options)
+        with _metrics_dir(make=False):  # one process: multiprocess mode only if the variable is set
+            uvicorn.run(create_app(settings), **options)
         return 0
     # N processes share the listening socket; uvicorn's supervisor starts them, restarts one that
     # dies, and on SIGTERM or SIGINT stops them all (each one gracefully: its lifespan flushes the
@@ -227,14 +228,18 @@ def _cores() -> int:
 
 
 @contextlib.contextmanager
-def _metrics_dir() -> Iterator[None]:
-    """A PROMETHEUS_MULTIPROC_DIR for this run, empty at start: the one set, or a temporary one.
+def _metrics_dir(make: bool = True) -> Iterator[None]:
+    """A PROMETHEUS_MULTIPROC_DIR for this run, empty at start: the one set, or (with `make`) a
+    temporary one.
 
     Files left by an earlier run would add that run's counts to this one's.
     """
     from suppress.metrics import MULTIPROCESS_ENV
 
     given = os.environ.get(MULTIPROCESS_ENV)
+    if not given and not make:
+        yield
+        return
     if given:
         path = Path(given)
         path.mkdir(parents=True, exist_ok=True)

@@ -230,3 +230,19 @@ def test_workers_must_be_a_positive_number(settings: Settings) -> None:
             check=False,
         )
         assert result.returncode == 2 and "--workers" in result.stderr
+
+
+def test_one_worker_with_a_metrics_dir_set_counts_only_this_run(settings: Settings, tmp_path: Path) -> None:
+    s = _start(settings, tmp_path, "--workers", "1")
+    try:
+        assert s.workers() == []  # serves in the process itself
+        assert not (s.metrics_dir / "counter_1.db").exists()  # the earlier run's file was cleaned
+        _, key = _api_key(s.env)
+        for i in range(3):
+            _check(s.base, key, i)
+        text = httpx.get(f"{s.base}/metrics", timeout=10).text
+        assert _metric(text, 'suppress_checks_total{channel="email",purpose="marketing"}') == 3
+    finally:
+        s.proc.send_signal(signal.SIGTERM)
+        # uvicorn, serving alone, re-raises the signal it stopped for once it has shut down
+        assert s.proc.wait(timeout=60) in (0, -signal.SIGTERM)
