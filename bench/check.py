@@ -9,11 +9,23 @@ One run measures, on this machine, for N = 1 000, 10 000, 100 000 and 1 000 000 
          this script, in requests of at most 100 000 recipients, one after another on a keep-alive
          connection (--concurrency to overlap them); the time includes encoding each request and
          decoding the answer's summary (the warm-up run decodes and checks every result);
-- one:   one-recipient POST /v1/checks calls, one after another on one keep-alive connection;
+- one:   one-recipient POST /v1/checks calls from --connections (8) keep-alive connections at
+         once, against `suppress serve --workers 1` and `--workers 2`;
+- bare:  the same one-recipient bodies against a bare Litestar endpoint (`bench/check.py
+         serve-bare`, 1 and 2 processes, uvicorn like `serve`) that decodes the body, normalises
+         and hashes the address and runs the same `recipient_states` primary-key lookup on a pool
+         made by `suppress.db.create_pool`, with no authentication, policy, token or counting:
+         the floor a one-recipient check is compared with;
 
-each as recipients per second, the median of --runs runs after one warm-up run; the CPU time per
-recipient of the server, of PostgreSQL's backends and of this client (/proc); and the server's
-resident memory (VmRSS before and after each N, peak VmHWM over each N).
+each as recipients (or requests) per second, the median of --runs runs after one warm-up run
+(the one-recipient kinds interleaved run by run, so drifting load hits them alike); the CPU time
+per recipient of the server processes, of PostgreSQL's backends and of this client (/proc); and
+the servers' resident memory (VmRSS summed over their processes before and after each N, peak
+VmHWM over each N).
+
+Each server is a `Target` (a name and the command that serves it); the raw lookup takes the pool
+it runs on. A variant served from a read replica is one more target whose environment points the
+server's reads there, plus a raw lookup on a pool to the replica (see `targets()` and `run()`).
 
 The database (`suppress_bench` on the local server unless told otherwise) holds one tenant with
 --rows recipient rows (default 1 000 000): half suppressed (mixed reasons), a quarter consented,
@@ -402,8 +414,8 @@ async def raw_lookup(pool: asyncpg.Pool, queries: Queries, bench: Bench, sample:
     Planned for these keys every time, as the service plans its large lookups (a cached generic
     plan would probe the index key by key whatever N is).
     """
-    async with pool.acquire() as conn:
-        await conn.execute("SET plan_cache_mode = force_custom_plan")  # RESET when released
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
         started = time.perf_counter()
         rows = await conn.fetch(
             queries.recipient_states,
@@ -419,14 +431,154 @@ async def raw_lookup(pool: asyncpg.Pool, queries: Queries, bench: Bench, sample:
     return elapsed
 
 
-async def one_by_one(client: httpx.AsyncClient, key: str, recipients: Sequence[str]) -> float:
-    """Seconds for one-recipient requests, one after another."""
-    started = time.perf_counter()
+class Connection:
+    """One keep-alive HTTP/1.1 connection that POSTs prepared bodies (lighter than httpx, so the
+    load generator takes as little of the small machine's CPU as it can)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, port: int) -> Connection:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def post(self, request: bytes) -> tuple[int, bytes]:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = None
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if length is None:
+            raise RuntimeError(f"an answer without Content-Length: {head[:200]!r}")
+        return status, await self.reader.readexactly(length)
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()
+
+
+def one_requests(path: str, key: str | None, recipients: Sequence[str]) -> list[bytes]:
+    """A whole HTTP request per recipient: one-recipient check bodies, encoded beforehand."""
+    auth = f"Authorization: Bearer {key}\r\n".encode() if key else b""
+    out = []
     for raw in recipients:
-        answer = _decode(await post_check(client, key, [raw]))
-        if len(answer.results) != 1:
-            raise RuntimeError("one-recipient check did not answer one result")
-    return time.perf_counter() - started
+        body = check_body([raw])
+        out.append(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n".encode()
+            + auth
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+    return out
+
+
+@dataclass
+class OneRun:
+    seconds: float
+    requests: int
+    server_cpu: float
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+
+async def one_load(server: Server, requests: Sequence[bytes], connections: int, expect: bytes) -> OneRun:
+    """Every request once, from `connections` keep-alive connections at once; checks every answer."""
+    conns = [await Connection.open(server.port) for _ in range(connections)]
+    items = iter(requests)
+    failures: list[str] = []
+
+    async def client(conn: Connection) -> None:
+        for request in items:  # one shared iterator: each request is sent once
+            status, body = await conn.post(request)
+            if status != 200 or expect not in body:
+                failures.append(f"{status}: {body[:300]!r}")
+
+    try:
+        cpu0 = server.cpu()
+        started = time.perf_counter()
+        await asyncio.gather(*(client(c) for c in conns))
+        elapsed = time.perf_counter() - started
+        cpu1 = server.cpu()
+    finally:
+        for conn in conns:
+            await conn.close()
+    if failures:
+        raise RuntimeError(f"{len(failures)} answers of {server.name} not as expected, e.g. {failures[0]}")
+    return OneRun(seconds=elapsed, requests=len(requests), server_cpu=cpu1 - cpu0)
+
+
+# --------------------------------------------------------------------------------------------
+# The bare endpoint: `uv run python -m bench.check serve-bare --port P [--workers N]`
+
+
+class BareRequest(msgspec.Struct):
+    channel: str
+    recipients: list[str]
+
+
+def bare_app() -> Any:
+    """A minimal Litestar app: POST /bare/checks looks the one recipient up by primary key."""
+    from litestar import Litestar, Request, get, post
+
+    settings = Settings.from_env()
+    tenant_id = int(os.environ["BENCH_TENANT_ID"])
+    queries = load_queries()
+    h = AddressHasher(DerivedKeys.from_settings(settings).address_hash_key)
+    state: dict[str, asyncpg.Pool] = {}
+    decode = msgspec.json.Decoder(BareRequest).decode
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> Any:
+        state["pool"] = await create_pool(settings.require_database_url(), size=settings.db_pool_size)
+        try:
+            yield
+        finally:
+            await state["pool"].close()
+
+    @post("/bare/checks", status_code=200)
+    async def bare_check(request: Request[Any, Any, Any]) -> dict[str, bool]:
+        body = decode(await request.body())
+        normalised = normalise(body.channel, body.recipients[0], "NO") or ""
+        rows = await state["pool"].fetch(
+            queries.recipient_states, tenant_id, body.channel, [h.hash(body.channel, normalised)]
+        )
+        return {"found": bool(rows)}
+
+    @get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return Litestar(route_handlers=[bare_check, healthz], lifespan=[lifespan], debug=False)
+
+
+def serve_bare(argv: Sequence[str]) -> int:
+    """The bare server: uvicorn as `suppress serve` runs it, with as many processes."""
+    import uvicorn
+
+    p = argparse.ArgumentParser(prog="bench/check.py serve-bare")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--workers", type=int, default=1)
+    args = p.parse_args(argv)
+    options: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": args.port,
+        "log_level": "warning",
+        "access_log": False,
+        "proxy_headers": True,
+    }
+    if args.workers == 1:
+        uvicorn.run(bare_app(), **options)
+    else:
+        uvicorn.run("bench.check:bare_app", factory=True, workers=args.workers, **options)
+    return 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -505,13 +657,44 @@ def postgres_cpu_seconds(database: str) -> float:
     return total
 
 
-class Server:
-    """`uv run suppress serve` on a free port of 127.0.0.1, stopped on exit whatever happens."""
+@dataclass(frozen=True)
+class Target:
+    """A server the bench measures: a name and the command (after `uv run`) that serves it."""
 
-    def __init__(self, bench: Bench, redis_url: str, log_path: Path, extra: Sequence[str]) -> None:
+    name: str
+    command: tuple[str, ...]
+    ready_path: str = "/healthz"
+
+
+def targets(granian: bool = False) -> dict[str, Target]:
+    """Every server of a run. The one-recipient comparisons pair them by name."""
+    serve = ("suppress", "serve", "--host", "127.0.0.1", "--log-level", "warning", "--no-access-log")
+    bare = ("python", "-m", "bench.check", "serve-bare")
+    out = {
+        "check-1": Target("check-1", (*serve, "--workers", "1")),
+        "check-2": Target("check-2", (*serve, "--workers", "2")),
+        "bare-1": Target("bare-1", (*bare, "--workers", "1")),
+        "bare-2": Target("bare-2", (*bare, "--workers", "2")),
+    }
+    if granian:  # the same application under granian instead of uvicorn (not a dependency)
+        run = ("--with", "granian", "granian", "--interface", "asgi", "--host", "127.0.0.1")
+        for n in (1, 2):
+            out[f"granian-{n}"] = Target(
+                f"granian-{n}",
+                (*run, "--log-level", "warning", "--workers", str(n), "--factory", "suppress.app:create_app"),
+            )
+    return out
+
+
+class Server:
+    """A target on a free port of 127.0.0.1 (`uv run ...`), stopped on exit whatever happens."""
+
+    def __init__(self, bench: Bench, redis_url: str, log_path: Path, target: Target) -> None:
+        self.name = target.name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
+        self.ready_path = target.ready_path
         env = dict(os.environ)
         env.update(
             SUPPRESS_DATABASE_URL=bench.dsn,
@@ -519,26 +702,15 @@ class Server:
             SUPPRESS_SECRET=SECRET,
             SUPPRESS_PUBLIC_URL=PUBLIC_URL,
             SUPPRESS_LOG_LEVEL="WARNING",
+            BENCH_TENANT_ID=str(bench.tenant_id),
         )
-        self.command = [
-            "uv",
-            "run",
-            "suppress",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--log-level",
-            "warning",
-            *extra,
-        ]
+        self.command = ["uv", "run", *target.command, "--port", str(self.port)]
         self._env = env
         self._proc: subprocess.Popen[bytes] | None = None
-        self.pid = 0  # the Python process serving (a child of `uv run`)
+        self.pid = 0  # the Python process serving or supervising (a child of `uv run`)
 
-    def start(self, timeout: float = 90.0) -> None:
-        log(f"starting {' '.join(self.command)}")
+    def start(self, timeout: float = 120.0) -> None:
+        log(f"starting {self.name}: {' '.join(self.command)}")
         with self.log_path.open("wb") as out:
             self._proc = subprocess.Popen(
                 self.command,
@@ -552,24 +724,43 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise RuntimeError(f"the server exited with {self._proc.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(f"{self.name} exited with {self._proc.returncode}:\n{self.log_tail()}")
             try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                if httpx.get(self.url + self.ready_path, timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
         else:
-            raise RuntimeError(
-                f"the server did not answer /healthz within {timeout:.0f} s:\n{self.log_tail()}"
-            )
-        serving = [
-            p
-            for p in [self._proc.pid, *_descendants(self._proc.pid)]
-            if "serve" in _cmdline(p) and "uv" not in Path(_cmdline(p)[0]).name
-        ]
-        self.pid = serving[-1] if serving else self._proc.pid
-        log(f"server pid {self.pid} on {self.url}")
+            raise RuntimeError(f"{self.name} did not answer within {timeout:.0f} s:\n{self.log_tail()}")
+        family = [self._proc.pid, *_descendants(self._proc.pid)]
+        python = [p for p in family if "uv" not in Path(_cmdline(p)[0]).name]
+        self.pid = python[0] if python else self._proc.pid
+        log(f"{self.name}: pid {self.pid} on {self.url}")
+
+    def processes(self) -> list[int]:
+        """The serving process, or the supervisor and its workers."""
+        return [self.pid, *_descendants(self.pid)]
+
+    def cpu(self) -> float:
+        total = 0.0
+        for pid in self.processes():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                total += cpu_seconds(pid)
+        return total
+
+    def memory(self) -> dict[str, int]:
+        """VmRSS and VmHWM summed over the processes, in KiB."""
+        out = {"VmRSS": 0, "VmHWM": 0}
+        for pid in self.processes():
+            with contextlib.suppress(OSError):
+                for key, value in proc_status(pid).items():
+                    out[key] += value
+        return out
+
+    def reset_peak(self) -> None:
+        for pid in self.processes():
+            reset_peak(pid)
 
     def log_tail(self) -> str:
         try:
@@ -581,8 +772,9 @@ class Server:
         proc = self._proc
         if proc is None or proc.poll() is not None:
             return
+        everyone = self.processes() if self.pid else []
         targets = [p for p in (self.pid, proc.pid) if p]
-        for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+        for sig, wait in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
             for pid in targets:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
@@ -591,19 +783,22 @@ class Server:
                 break
             except subprocess.TimeoutExpired:
                 continue
-        with contextlib.suppress(ProcessLookupError):  # the server itself, should uv have gone first
-            if self.pid and self.pid != proc.pid and Path(f"/proc/{self.pid}").exists():
-                os.kill(self.pid, signal.SIGKILL)
-        log("server stopped")
+        for pid in everyone:  # anything of it still there, should uv have gone first
+            with contextlib.suppress(ProcessLookupError):
+                if Path(f"/proc/{pid}").exists():
+                    os.kill(pid, signal.SIGKILL)
+        log(f"{self.name} stopped")
 
 
 @contextlib.contextmanager
-def running(server: Server) -> Iterator[Server]:
+def running(*servers: Server) -> Iterator[None]:
     try:
-        server.start()
-        yield server
+        for server in servers:
+            server.start()
+        yield
     finally:
-        server.stop()
+        for server in servers:
+            server.stop()
 
 
 # --------------------------------------------------------------------------------------------
@@ -642,17 +837,27 @@ class Report:
     runs: int
     rows_by_n: list[Row]
     concurrency: int = 1
+    connections: int = 8
+    batch_target: str = "check-2"
     one_calls: int = 0
-    one_seconds: list[float] = field(default_factory=list)
-    one_server_cpu: list[float] = field(default_factory=list)
+    # per target name (check-1, check-2, bare-1, bare-2): requests/s and server CPU µs per request,
+    # one value per measured run, the runs interleaved across the targets
+    one_rates: dict[str, list[float]] = field(default_factory=dict)
+    one_cpu_us: dict[str, list[float]] = field(default_factory=dict)
     rss_idle_kib: int = 0
     # 1-minute load average when the measurements start and end: other work on the machine
     # slows the wall-clock rates, not the CPU time per recipient
     load: list[float] = field(default_factory=list)
 
-    @property
-    def one_rate(self) -> float:
-        return self.one_calls / statistics.median(self.one_seconds) if self.one_seconds else 0.0
+    def one_rate(self, name: str) -> float:
+        rates = self.one_rates.get(name)
+        return statistics.median(rates) if rates else 0.0
+
+    def one_ratio(self, name: str, baseline: str) -> float:
+        """Median over runs of name's rate / baseline's rate in the same run."""
+        pairs = zip(self.one_rates.get(name, []), self.one_rates.get(baseline, []), strict=True)
+        ratios = [a / b for a, b in pairs if b]
+        return statistics.median(ratios) if ratios else 0.0
 
 
 def log(message: str) -> None:
@@ -688,13 +893,18 @@ async def run(args: argparse.Namespace) -> Report:
     bench = await prepare_database(args.admin_dsn, args.database, args.rows, args.rebuild)
     bench.api_key = await new_check_key(bench)
     queries = load_queries()
+    # The raw lookup's pool: the primary. A replica variant runs it on a pool to the replica.
     pool = await create_pool(bench.dsn, size=2)
     try:
         pg_version = await pool.fetchval("SHOW server_version")
         h = hasher()
         RESULTS.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        server = Server(bench, args.redis_url, RESULTS / f"check-{stamp}.server.log", args.server_arg)
+        servers = {
+            name: Server(bench, args.redis_url, RESULTS / f"check-{stamp}.{name}.log", target)
+            for name, target in targets(args.granian).items()
+        }
+        server = servers[args.batch_target]
         report = Report(
             started_at=datetime.now(UTC).isoformat(timespec="seconds"),
             command=" ".join(["uv run python bench/check.py", *sys.argv[1:]]),
@@ -704,9 +914,11 @@ async def run(args: argparse.Namespace) -> Report:
             runs=args.runs,
             rows_by_n=[],
             concurrency=args.concurrency,
+            connections=args.connections,
+            batch_target=args.batch_target,
         )
         limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
-        with running(server):
+        with running(*servers.values()):
             async with httpx.AsyncClient(
                 base_url=server.url, timeout=SECONDS_PER_REQUEST, limits=limits
             ) as client:
@@ -714,11 +926,11 @@ async def run(args: argparse.Namespace) -> Report:
                 warm = make_sample(bench.rows, 1000, seed=1, h=h)
                 for _ in range(3):
                     await http_batch(client, bench.api_key, warm, verify=True)
-                report.rss_idle_kib = proc_status(server.pid)["VmRSS"]
+                report.rss_idle_kib = server.memory()["VmRSS"]
                 report.load.append(os.getloadavg()[0])
                 for n in args.sizes:
-                    row = Row(n=n, rss_before_kib=proc_status(server.pid)["VmRSS"])
-                    reset_peak(server.pid)
+                    row = Row(n=n, rss_before_kib=server.memory()["VmRSS"])
+                    server.reset_peak()
                     for r in range(args.runs + 1):  # run 0 warms up and is not counted
                         sample = make_sample(bench.rows, n, seed=n * 100 + r, h=h)
                         # The table is larger than shared_buffers here: touch the sample's rows first,
@@ -727,11 +939,11 @@ async def run(args: argparse.Namespace) -> Report:
                         pg0 = postgres_cpu_seconds(args.database)
                         raw = await raw_lookup(pool, queries, bench, sample)
                         pg1 = postgres_cpu_seconds(args.database)
-                        server0, client0 = cpu_seconds(server.pid), time.process_time()
+                        server0, client0 = server.cpu(), time.process_time()
                         batch = await http_batch(
                             client, bench.api_key, sample, verify=r == 0, concurrency=args.concurrency
                         )
-                        server1, client1 = cpu_seconds(server.pid), time.process_time()
+                        server1, client1 = server.cpu(), time.process_time()
                         pg2 = postgres_cpu_seconds(args.database)
                         if r:
                             row.raw_seconds.append(raw)
@@ -745,22 +957,46 @@ async def run(args: argparse.Namespace) -> Report:
                             f"(load {os.getloadavg()[0]:.1f})"
                         )
                         del sample
-                    status = proc_status(server.pid)
+                    status = server.memory()
                     row.rss_after_kib, row.peak_kib = status["VmRSS"], status["VmHWM"]
                     report.rows_by_n.append(row)
-                one = make_sample(bench.rows, args.one_calls, seed=7, h=h).recipients
-                report.one_calls = len(one)
-                for r in range(args.runs + 1):
-                    server0 = cpu_seconds(server.pid)
-                    elapsed = await one_by_one(client, bench.api_key, one)
-                    if r:
-                        report.one_seconds.append(elapsed)
-                        report.one_server_cpu.append(cpu_seconds(server.pid) - server0)
-                    log(f"one-recipient run {r}: {len(one) / elapsed:,.0f} requests/s")
-                report.load.append(os.getloadavg()[0])
+            await one_recipient_runs(args, bench, servers, report, h)
+            report.load.append(os.getloadavg()[0])
     finally:
         await pool.close()
     return report
+
+
+TWO_PROCESS_TARGET = 1.4
+BARE_TARGET = 0.7
+# The server of the batch measurements: `serve` with one process per core of this 2-core machine.
+BATCH_TARGET = "check-2"
+# The one-recipient kinds, in the order each run goes through them.
+ONE_ORDER = ("bare-1", "check-1", "bare-2", "check-2")
+
+
+async def one_recipient_runs(
+    args: argparse.Namespace, bench: Bench, servers: dict[str, Server], report: Report, h: AddressHasher
+) -> None:
+    """One-recipient checks and bare lookups, interleaved run by run across the targets."""
+    one = make_sample(bench.rows, args.one_calls, seed=7, h=h).recipients
+    report.one_calls = len(one)
+    checks = one_requests("/v1/checks", bench.api_key, one)
+    bare = one_requests("/bare/checks", None, one)
+    order = [*ONE_ORDER, *(name for name in servers if name.startswith("granian"))]
+    for r in range(args.runs + 1):  # run 0 warms up and is not counted
+        for name in order:
+            is_bare = name.startswith("bare")
+            done = await one_load(
+                servers[name],
+                bare if is_bare else checks,
+                args.connections,
+                b'"found"' if is_bare else b'"results"',
+            )
+            if r:
+                report.one_rates.setdefault(name, []).append(done.rate)
+                report.one_cpu_us.setdefault(name, []).append(done.server_cpu / done.requests * 1e6)
+            log(f"one-recipient run {r}, {name}: {done.rate:,.0f}/s (load {os.getloadavg()[0]:.1f})")
 
 
 def mib(kib: int) -> str:
@@ -769,7 +1005,7 @@ def mib(kib: int) -> str:
 
 def render(report: Report, raw_target: float = 0.6, one_target: float = 40.0) -> str:
     """The markdown report: one table row per N, then the one-recipient rate and the targets."""
-    one = report.one_rate
+    one = report.one_rate(report.batch_target)
     m = report.machine
     lines = [
         f"Check benchmark, {report.started_at}: `{report.command}`",
@@ -819,17 +1055,42 @@ def render(report: Report, raw_target: float = 0.6, one_target: float = 40.0) ->
             f"| {row.n:,} | {row.us_each(row.raw_pg_cpu):.1f} | {row.us_each(row.batch_server_cpu):.1f} "
             f"| {row.us_each(row.batch_pg_cpu):.1f} | {row.us_each(row.batch_client_cpu):.1f} |"
         )
-    one_cpu = (
-        sum(report.one_server_cpu) / (report.one_calls * len(report.one_server_cpu)) * 1e6
-        if report.one_server_cpu
-        else 0
-    )
     load = " → ".join(f"{x:.1f}" for x in report.load)
     lines += [
         "",
-        f"One-recipient calls: **{one:,.0f} recipients/s** ({report.one_calls:,} sequential "
-        f"requests per run on one keep-alive connection; server CPU {one_cpu:,.0f} µs per call).",
-        f"Server RSS warm and idle before the first N: {mib(report.rss_idle_kib)} MiB. "
+        f"One-recipient calls: {report.one_calls:,} requests per run from {report.connections} "
+        "keep-alive connections at once; median of the runs (interleaved bare-1, check-1, bare-2, "
+        "check-2); ratios are medians of the per-run ratios.",
+        "",
+        "| target | processes | requests/s | server CPU µs per request |",
+        "|---|---:|---:|---:|",
+    ]
+    for name in report.one_rates:
+        cpu = statistics.median(report.one_cpu_us[name]) if report.one_cpu_us.get(name) else 0.0
+        what = {"check": "POST /v1/checks", "bare": "bare primary-key lookup", "granian": "checks, granian"}[
+            name.rsplit("-", 1)[0]
+        ]
+        lines.append(f"| {what} | {name[-1]} | {report.one_rate(name):,.0f} | {cpu:,.0f} |")
+    granian = [
+        f"- granian / uvicorn, {n} process{'es' if n > 1 else ''}: "
+        f"{report.one_ratio(f'granian-{n}', f'check-{n}'):.2f}"
+        for n in (1, 2)
+        if f"granian-{n}" in report.one_rates
+    ]
+    two_vs_one = report.one_ratio("check-2", "check-1")
+    vs_bare = {n: report.one_ratio(f"check-{n}", f"bare-{n}") for n in (1, 2)}
+    lines += [
+        "",
+        f"- checks, 2 processes / 1 process: {two_vs_one:.2f} "
+        f"({'met' if two_vs_one >= TWO_PROCESS_TARGET else 'MISSED'}, goal ≥ {TWO_PROCESS_TARGET})",
+        *(
+            f"- checks / bare lookup, {n} process{'es' if n > 1 else ''}: {r:.2f} "
+            f"({'met' if r >= BARE_TARGET else 'MISSED'}, goal ≥ {BARE_TARGET})"
+            for n, r in vs_bare.items()
+        ),
+        *granian,
+        "",
+        f"Batch server RSS warm and idle before the first N: {mib(report.rss_idle_kib)} MiB. "
         f"Load average (1 min) at the start and end of the measurements: {load} "
         f"on {os.cpu_count()} cores.",
         "",
@@ -869,6 +1130,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, help="measured runs per measurement (default 5)")
     p.add_argument("--one-calls", type=int, help="one-recipient requests per run (default 2000)")
     p.add_argument(
+        "--connections", type=int, default=8, help="connections of the one-recipient load (default 8)"
+    )
+    p.add_argument(
+        "--granian",
+        action="store_true",
+        help="also serve the application with granian (1 and 2 processes; `uv run --with granian`)",
+    )
+    p.add_argument(
+        "--batch-target",
+        default="check-2",
+        help="the server of the batch measurements: check-1, check-2, granian-1, granian-2",
+    )
+    p.add_argument(
         "--server-arg",
         action="append",
         default=[],
@@ -891,6 +1165,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.one_calls = args.one_calls or (300 if quick else 2_000)
     if any(n < 1 for n in args.sizes) or args.runs < 1:
         p.error("sizes and runs must be positive")
+    if args.batch_target not in targets(args.granian) or args.batch_target.startswith("bare"):
+        p.error(f"no server {args.batch_target!r} to check batches with (granian ones need --granian)")
     for dsn in (args.admin_dsn, args.redis_url):
         host = urlsplit(dsn).hostname
         if host not in ("127.0.0.1", "localhost", "::1"):
@@ -917,6 +1193,9 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve-bare"]:
+        return serve_bare(argv[1:])
     args = parse_args(argv)
     # SIGTERM ends the run like Ctrl-C does, so the server is stopped on the way out.
     signal.signal(signal.SIGTERM, _interrupt)

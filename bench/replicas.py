@@ -39,6 +39,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from suppress.addresses import AddressHasher
+from suppress.check_counts import CheckCounts
 from suppress.checks import CheckRequest, CheckService
 from suppress.config import derive_key
 from suppress.db import create_pool
@@ -114,7 +115,9 @@ async def run(args: argparse.Namespace, root: Path) -> str:
         if fences is not None:
             routes["fenced"] = Reads(pool, replicas, fences)  # type: ignore[arg-type]
         services = {
-            name: CheckService(pool, queries, hasher, keyring, "https://u.example", reads)
+            name: CheckService(
+                pool, queries, hasher, keyring, "https://u.example", CheckCounts(pool, queries), reads
+            )
             for name, reads in routes.items()
         }
         workloads = {"1 recipient": (args.single, 1), "1 000 recipients": (args.batches, 1000)}

@@ -33,9 +33,14 @@ FROM recipients
 WHERE tenant_id = $1 AND channel = $2 AND address_hash = ANY($3::bytea[]);
 
 -- name: add_check_counts
--- Add one batch's outcome counts to the day's counters (per campaign; 0 = none).
+-- Add the outcome counts a process gathered since its last flush to the day's counters (per
+-- campaign; 0 = none), in the order given: the caller sorts by key, so two processes flushing at
+-- once take the rows they share in the same order. $1..$7 parallel arrays: tenant, day, channel,
+-- campaign, allowed, outcome, recipients.
 INSERT INTO check_counts AS c (tenant_id, day, channel, campaign_id, allowed, outcome, recipients)
-SELECT $1, $2, $3, $4, t.allowed, t.outcome, t.n
-FROM unnest($5::boolean[], $6::text[], $7::bigint[]) AS t(allowed, outcome, n)
+SELECT t.tenant_id, t.day, t.channel, t.campaign_id, t.allowed, t.outcome, t.n
+FROM unnest($1::integer[], $2::date[], $3::text[], $4::bigint[], $5::boolean[], $6::text[], $7::bigint[])
+     WITH ORDINALITY AS t(tenant_id, day, channel, campaign_id, allowed, outcome, n, i)
+ORDER BY t.i
 ON CONFLICT (tenant_id, day, channel, campaign_id, allowed, outcome)
 DO UPDATE SET recipients = c.recipients + excluded.recipients;

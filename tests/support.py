@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +22,13 @@ async def check(
     assert response.status_code == 200, response.text
     results: list[dict[str, Any]] = response.json()["results"]
     return results
+
+
+async def flush_check_counts(client: Client) -> None:
+    """Add the app's pending check outcome counts to check_counts now (it does so every second).
+
+    The app runs in the test client's portal thread, on that thread's event loop and pool."""
+    await asyncio.to_thread(client.blocking_portal.call, client.app.state.check_counts.flush)
 
 
 async def decision(

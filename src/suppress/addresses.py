@@ -198,6 +198,25 @@ class AddressHasher:
         outer.update(inner.digest())
         return outer.digest()
 
+    def hash_many(self, channel: str, normalised: list[str | None]) -> list[bytes | None]:
+        """`hash` of each address, None for None (an invalid one); the loop of a check's batch."""
+        if channel not in CHANNELS:
+            raise ValueError(f"unknown channel: {channel!r}")
+        prefix = f"{channel}:"
+        inner_copy, outer_copy = self._inner.copy, self._outer.copy
+        out: list[bytes | None] = []
+        add = out.append
+        for address in normalised:
+            if address is None:
+                add(None)
+                continue
+            inner = inner_copy()
+            inner.update((prefix + address).encode())
+            outer = outer_copy()
+            outer.update(inner.digest())
+            add(outer.digest())
+        return out
+
     def __repr__(self) -> str:
         """Never show key material."""
         return "AddressHasher(<key hidden>)"

@@ -32,6 +32,7 @@ from suppress.api.reads import read_your_writes
 from suppress.api.schema_site import openapi_config
 from suppress.api.services import DEPENDENCIES, services
 from suppress.api.validation import field_errors
+from suppress.check_counts import CheckCounts
 from suppress.checks import CheckService
 from suppress.config import DerivedKeys, Settings
 from suppress.db import DATABASE_DOWN, create_pool
@@ -93,7 +94,11 @@ async def _services(app: Litestar) -> AsyncIterator[None]:
         app.state.queries = queries
         app.state.queue = job_queue
         app.state.authenticator = Authenticator(pool, queries)
-        app.state.checks = CheckService(pool, queries, hasher, keyring, settings.public_url, reads)
+        check_counts = CheckCounts(pool, queries, interval=settings.check_counts_flush_seconds)
+        app.state.check_counts = check_counts
+        app.state.checks = CheckService(
+            pool, queries, hasher, keyring, settings.public_url, check_counts, reads
+        )
         app.state.recipients = Recipients(pool, queries, hasher, job_queue, reads)
         app.state.keyring = keyring
         app.state.webhooks = Webhooks(
@@ -120,9 +125,11 @@ async def _services(app: Litestar) -> AsyncIterator[None]:
             LoginLimiter(job_queue),
             secure=settings.public_url.startswith("https://"),
         )
+        check_counts.start()
         try:
             yield
         finally:
+            await check_counts.stop()  # what the checks counted since the last flush
             await reads.close()
             await job_queue.aclose()
     finally:

@@ -2,7 +2,8 @@
 
 Hot path: normalise and hash every address, fetch the state of the batch with array parameters,
 decide each recipient with the pure policy, mint a token for every allowed marketing recipient,
-and add the batch's outcome counts to the day's counters in one statement.
+and add the batch's outcome counts to this process's pending day counters (no write: they are
+flushed in bulk every second, check_counts.py).
 
 How it stays fast for 100 000 recipients on a small machine (measured by bench/check.py, see
 docs/performance.md):
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import time
 from collections import Counter
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
@@ -39,6 +41,8 @@ from msgspec import Meta
 
 from suppress import metrics
 from suppress.addresses import AddressHasher, normalise
+from suppress.check_counts import CheckCounts
+from suppress.check_counts import outcome as _outcome
 from suppress.decisions import state_of
 from suppress.errors import BatchTooLarge, InvalidInput, UnknownTopic
 from suppress.models import Basis, CampaignName, Channel, Offer, Purpose, Reason, TopicName
@@ -56,6 +60,10 @@ STREAM_ROWS = 5_000
 # A request of SPLIT_FROM..STREAM_FROM recipients is looked up in two halves on two connections.
 SPLIT_FROM = 200
 ONE_CLICK = "List-Unsubscribe=One-Click"
+# A check's topic (id, soft opt-in) and campaign id are remembered this long per process, sparing
+# a one-recipient check a query: a topic's soft opt-in changed through another process is seen
+# within this time (through this one, at once: POST /v1/topics forgets the tenant's entries).
+CONTEXT_TTL = 5.0
 
 CheckRecipient = Annotated[str, Meta(max_length=512)]
 
@@ -109,10 +117,16 @@ class CheckService:
         hasher: AddressHasher,
         keyring: TokenKeyring,
         public_url: str,
+        counts: CheckCounts,
         reads: Reads | None = None,
     ) -> None:
         self._pool = pool
         self._reads = reads or Reads(pool)
+        self._counts = counts
+        # (tenant, topic name, campaign name) -> (good until, (topic id, soft opt-in, campaign id))
+        self._contexts: dict[
+            tuple[int, str | None, str | None], tuple[float, tuple[int | None, bool, int | None]]
+        ] = {}
         self._queries = queries
         self._hasher = hasher
         self._keyring = keyring
@@ -128,10 +142,12 @@ class CheckService:
                 f"{count} recipients in one request; at most {MAX_RECIPIENTS} (split the list)"
             )
         with metrics.CHECK_SECONDS.time():
-            # The topic and campaign are looked up while the addresses are hashed and looked up.
-            context = asyncio.ensure_future(self._resolve_context(principal, request))
+            # The topic and campaign are looked up (unless known from an earlier check) while the
+            # addresses are hashed and looked up.
+            context = self._context(principal, request)
             try:
-                await asyncio.sleep(0)  # its query goes out now
+                if not context.done():
+                    await asyncio.sleep(0)  # its query goes out now
                 batch = _Batch(self, principal, request, now)
                 route = await self._reads.route(principal)
                 await self._decide_batch(principal, request, batch, context, route)
@@ -139,14 +155,29 @@ class CheckService:
                 with contextlib.suppress(Exception):
                     await context  # when the batch failed first: let it end, and see its error
             results, outcomes = batch.done, batch.ordered_outcomes()
-            await self._count(principal, request.channel, batch.campaign_id, outcomes, now)
+            self._count(principal, request.channel, batch.campaign_id, outcomes, now)
         return _response(results, outcomes, request)
+
+    def _context(
+        self, principal: Principal, request: CheckRequest
+    ) -> asyncio.Future[tuple[int | None, bool, int | None]]:
+        """The message's (topic id, topic soft opt-in, campaign id): known, or being looked up."""
+        known: asyncio.Future[tuple[int | None, bool, int | None]]
+        if request.topic is None and request.campaign is None:
+            known = asyncio.get_running_loop().create_future()
+            known.set_result((None, False, None))
+            return known
+        key = (principal.tenant_id, request.topic, request.campaign)
+        cached = self._contexts.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            known = asyncio.get_running_loop().create_future()
+            known.set_result(cached[1])
+            return known
+        return asyncio.ensure_future(self._resolve_context(principal, request))
 
     async def _resolve_context(
         self, principal: Principal, request: CheckRequest
     ) -> tuple[int | None, bool, int | None]:
-        if request.topic is None and request.campaign is None:
-            return None, False, None
         row = await self._pool.fetchrow(
             self._queries.resolve_check_context,
             principal.tenant_id,
@@ -156,7 +187,18 @@ class CheckService:
         assert row is not None
         if request.topic is not None and row["topic_id"] is None:
             raise UnknownTopic(f"no topic named {request.topic!r}; create it with POST /v1/topics")
-        return row["topic_id"], bool(row["topic_soft_opt_in"]), row["campaign_id"]
+        resolved = (row["topic_id"], bool(row["topic_soft_opt_in"]), row["campaign_id"])
+        if len(self._contexts) > 10_000:
+            self._contexts.clear()
+        self._contexts[(principal.tenant_id, request.topic, request.campaign)] = (
+            time.monotonic() + CONTEXT_TTL,
+            resolved,
+        )
+        return resolved
+
+    def forget_tenant(self, tenant_id: int) -> None:
+        """Drop the tenant's remembered topics and campaigns (a topic of it changed)."""
+        self._contexts = {k: v for k, v in self._contexts.items() if k[0] != tenant_id}
 
     async def _decide_batch(
         self,
@@ -252,7 +294,7 @@ class CheckService:
                     with contextlib.suppress(Exception):
                         await fetching
 
-    async def _count(
+    def _count(
         self,
         principal: Principal,
         channel: str,
@@ -260,28 +302,12 @@ class CheckService:
         outcomes: Counter[Decision],
         now: datetime,
     ) -> None:
-        """One statement adds the whole batch to the day's counters (list health reads them)."""
-        allowed = [d.allowed for d in outcomes]
-        labels = [_outcome(d) for d in outcomes]
-        counts = list(outcomes.values())
-        await self._pool.execute(
-            self._queries.add_check_counts,
-            principal.tenant_id,
-            now.date(),
-            channel,
-            campaign_id or 0,
-            allowed,
-            labels,
-            counts,
-        )
+        """Add the batch to this process's pending day counters (flushed in bulk: check_counts.py)."""
+        self._counts.add(principal.tenant_id, now.date(), channel, campaign_id, outcomes)
         for decision, n in outcomes.items():
             metrics.CHECKED_RECIPIENTS.labels(channel, str(decision.allowed).lower(), _outcome(decision)).inc(
                 n
             )
-
-
-def _outcome(decision: Decision) -> str:
-    return (decision.basis if decision.allowed else decision.reason) or "unknown"
 
 
 @contextmanager
@@ -316,6 +342,7 @@ class _Batch:
         "issued_at",
         "message",
         "mint",
+        "mint_many",
         "now",
         "offer",
         "outcomes",
@@ -346,6 +373,7 @@ class _Batch:
         self.channel = request.channel
         self.issued_at = int(now.timestamp())
         self.mint = service._keyring.mint
+        self.mint_many = service._keyring.mint_many
         self.base = service._unsubscribe_base
         self.is_email = request.channel == "email"
         self.wants_link = request.purpose == "marketing"
@@ -383,20 +411,21 @@ class _Batch:
 
         Returns the hashes not seen before: the ones to look up.
         """
-        channel, hash_address = self.channel, hasher.hash
+        channel = self.channel
         hashes, first, repeats = self.hashes, self.first, self.repeats
         assert len(hashes) == start
         append = hashes.append
         new: list[bytes] = []
         found = new.append
-        for position in range(start, stop):
-            normalised = normalise(channel, self.recipients[position], region)
-            if normalised is None:
-                append(None)
-                continue
-            digest = hash_address(channel, normalised)
+        claim = first.setdefault
+        digests = hasher.hash_many(
+            channel, [normalise(channel, raw, region) for raw in self.recipients[start:stop]]
+        )
+        for position, digest in enumerate(digests, start):
             append(digest)
-            if first.setdefault(digest, position) == position:
+            if digest is None:
+                continue
+            if claim(digest, position) == position:
                 found(digest)
             else:
                 repeats.setdefault(digest, []).append(position)
@@ -436,13 +465,15 @@ class _Batch:
         """Decide the recipients these lookup rows belong to."""
         policy, message, now = self.policy, self.message, self.now
         recipients, results, first, repeats = self.recipients, self.results, self.first, self.repeats
-        wants_link, is_email, base, mint = self.wants_link, self.is_email, self.base, self.mint
-        tenant_id, channel, topic_id = self.tenant_id, self.channel, self.topic_id
-        campaign_id, issued_at = self.campaign_id, self.issued_at
+        wants_link = self.wants_link
         decisions: list[Decision] = []
         counted = decisions.append
         earliest = self.earliest
         seen = earliest.get
+        # Allowed recipients that get a link: their tokens are minted together after the loop.
+        linked: list[int] = []
+        linked_hashes: list[bytes] = []
+        linked_bases: list[Basis | None] = []
         for row in rows:
             digest = row[0]
             decision = decide(policy, message, state_of(row), now)
@@ -450,36 +481,10 @@ class _Batch:
             position = first[digest]
             if seen(decision, position + 1) > position:
                 earliest[decision] = position
-            # The body of self.result, inlined: this loop runs for every known recipient.
             if decision.allowed and wants_link:
-                url = base + mint(
-                    TokenClaims(
-                        tenant_id=tenant_id,
-                        channel=channel,
-                        address_hash=digest,
-                        topic_id=topic_id,
-                        campaign_id=campaign_id,
-                        issued_at=issued_at,
-                    )
-                )
-                if is_email:
-                    results[position] = CheckResult(
-                        recipient=recipients[position],
-                        allowed=True,
-                        basis=decision.basis,
-                        reason=None,
-                        unsubscribe_url=url,
-                        list_unsubscribe=f"<{url}>",
-                        list_unsubscribe_post=ONE_CLICK,
-                    )
-                else:
-                    results[position] = CheckResult(
-                        recipient=recipients[position],
-                        allowed=True,
-                        basis=decision.basis,
-                        reason=None,
-                        unsubscribe_url=url,
-                    )
+                linked.append(position)
+                linked_hashes.append(digest)
+                linked_bases.append(decision.basis)
             else:
                 results[position] = CheckResult(
                     recipient=recipients[position],
@@ -491,7 +496,42 @@ class _Batch:
                 for position in repeats[digest]:
                     results[position] = self.result(recipients[position], digest, decision)
                     counted(decision)
+        if linked:
+            self.linked_results(linked, linked_hashes, linked_bases)
         self.outcomes.update(decisions)
+
+    def linked_results(self, positions: list[int], hashes: list[bytes], bases: list[Basis | None]) -> None:
+        """The results of allowed recipients with their links, the tokens minted in one pass."""
+        tokens = self.mint_many(
+            tenant_id=self.tenant_id,
+            channel=self.channel,
+            topic_id=self.topic_id,
+            campaign_id=self.campaign_id,
+            issued_at=self.issued_at,
+            address_hashes=hashes,
+        )
+        recipients, results, base = self.recipients, self.results, self.base
+        if self.is_email:
+            for position, token, basis in zip(positions, tokens, bases, strict=True):
+                url = base + token
+                results[position] = CheckResult(
+                    recipient=recipients[position],
+                    allowed=True,
+                    basis=basis,
+                    reason=None,
+                    unsubscribe_url=url,
+                    list_unsubscribe=f"<{url}>",
+                    list_unsubscribe_post=ONE_CLICK,
+                )
+        else:
+            for position, token, basis in zip(positions, tokens, bases, strict=True):
+                results[position] = CheckResult(
+                    recipient=recipients[position],
+                    allowed=True,
+                    basis=basis,
+                    reason=None,
+                    unsubscribe_url=base + token,
+                )
 
     def decide_rest(self) -> None:
         """Fill in every recipient without a row: invalid addresses and addresses never seen."""

@@ -8,10 +8,12 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import sys
-from collections.abc import AsyncIterator, Sequence
+import tempfile
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import msgspec
@@ -24,6 +26,9 @@ from suppress.sealer import Sealed, seal_all, seal_tenant
 from suppress.sql import Queries, load_queries
 from suppress.tenants import create_api_key, create_tenant, resolve_tenant
 from suppress.verifier import VerifyResult, load_kept, verify_ledger
+
+if TYPE_CHECKING:
+    pass
 
 log = logging.getLogger("suppress.cli")
 
@@ -186,6 +191,10 @@ def cmd_ledger_seal(args: argparse.Namespace) -> int:
     return 0
 
 
+# `serve --no-access-log`, handed to the processes `serve --workers N` spawns
+ACCESS_LOG_ENV = "SUPPRESS_ACCESS_LOG"
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -198,18 +207,91 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings.require_database_url()
     settings.require_redis_url()
     access_logging(enabled=args.access_log)
-    uvicorn.run(
+    os.environ[ACCESS_LOG_ENV] = "1" if args.access_log else "0"  # for the spawned processes
+    workers = args.workers or _cores()
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": args.log_level,
         # our access log names routes, not paths (tokens, addresses); uvicorn's is off, and
-        # log_config=None keeps uvicorn on the redacting handler main() installed
-        AccessLog(create_app(settings)),
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        log_config=None,
-        access_log=False,
-        proxy_headers=True,
-    )
+        # log_config=None keeps uvicorn on the redacting handler suppress.logs installed
+        "log_config": None,
+        "access_log": False,
+        "proxy_headers": True,
+    }
+    if workers == 1:
+        with _metrics_dir(make=False):  # one process: multiprocess mode only if the variable is set
+            uvicorn.run(AccessLog(create_app(settings)), **options)
+        return 0
+    # N processes share the listening socket; uvicorn's supervisor starts them, restarts one that
+    # dies, and on SIGTERM or SIGINT stops them all (each one gracefully: its lifespan flushes the
+    # check counts) before it exits itself.
+    with _metrics_dir():
+        uvicorn.run("suppress.cli:serve_worker_app", factory=True, workers=workers, **options)
     return 0
+
+
+def _cores() -> int:
+    """The cores this process may run on (its CPU affinity where the platform tells)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def _metrics_dir(make: bool = True) -> Iterator[None]:
+    """A PROMETHEUS_MULTIPROC_DIR for this run, empty at start: the one set, or (with `make`) a
+    temporary one.
+
+    Files left by an earlier run would add that run's counts to this one's.
+    """
+    from suppress.metrics import MULTIPROCESS_ENV
+
+    given = os.environ.get(MULTIPROCESS_ENV)
+    if not given and not make:
+        yield
+        return
+    if given:
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        for old in path.glob("*.db"):
+            old.unlink()
+        yield
+        return
+    made = tempfile.mkdtemp(prefix="suppress-metrics-")
+    os.environ[MULTIPROCESS_ENV] = made
+    try:
+        yield
+    finally:
+        del os.environ[MULTIPROCESS_ENV]
+        shutil.rmtree(made, ignore_errors=True)
+
+
+def serve_worker_app() -> Any:
+    """The application of one `serve --workers N` process (a fresh interpreter, spawned)."""
+    from suppress.api.access import AccessLog
+    from suppress.app import create_app
+    from suppress.logs import access_logging
+
+    _die_with_parent()
+    _configure_logging()  # the supervisor's own configuration does not reach a spawned process
+    access_logging(enabled=os.environ.get(ACCESS_LOG_ENV, "1") != "0")
+    return AccessLog(create_app(Settings.from_env()))
+
+
+def _die_with_parent() -> None:
+    """Linux: get SIGTERM (a graceful stop) when the supervisor dies, even by SIGKILL, so no
+    process is left serving the port alone."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() == 1:  # the supervisor died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -335,6 +417,16 @@ def cmd_import(args: argparse.Namespace) -> int:
 _IMPORT_FORMATS_BY_SUFFIX = {".csv": "csv", ".ndjson": "ndjson", ".jsonl": "ndjson"}
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="suppress", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -355,6 +447,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True)
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=0,
+        metavar="N",
+        help="server processes sharing the port (default: one per core); /metrics sums them all",
+    )
     serve.set_defaults(func=cmd_serve)
 
     worker = sub.add_parser("worker", help="run an arq worker")
@@ -426,11 +525,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `suppress` command."""
+def _configure_logging() -> None:
     from suppress.logs import configure
 
     configure(os.environ.get("SUPPRESS_LOG_LEVEL", "INFO"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `suppress` command."""
+    _configure_logging()
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)

@@ -19,6 +19,7 @@
 | SUPPRESS_DB_ACQUIRE_TIMEOUT | seconds the API waits for a database connection (docs/operations.md) | 2 |
 | SUPPRESS_DB_STATEMENT_TIMEOUT | seconds one database statement of the API may take | 5 |
 | SUPPRESS_REDIS_TIMEOUT | seconds one Redis command of the API may take (and to connect) | 2 |
+| SUPPRESS_CHECK_COUNTS_FLUSH_SECONDS | seconds between flushes of a process's check counts | 1 |
 | SUPPRESS_DEV_DATA_DIR | data folder of `suppress dev`, where the other commands find it | see devstack |
 
 With no SUPPRESS_DATABASE_URL, the commands other than `serve` and `worker` use the settings a
@@ -56,6 +57,7 @@ ENV_VARS: tuple[str, ...] = (
     "SUPPRESS_DB_ACQUIRE_TIMEOUT",
     "SUPPRESS_DB_STATEMENT_TIMEOUT",
     "SUPPRESS_REDIS_TIMEOUT",
+    "SUPPRESS_CHECK_COUNTS_FLUSH_SECONDS",
     "SUPPRESS_DEV_DATA_DIR",
 )
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
@@ -98,6 +100,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_acquire_timeout: float = DEFAULT_DB_ACQUIRE_TIMEOUT
     db_statement_timeout: float = DEFAULT_DB_STATEMENT_TIMEOUT
     redis_timeout: float = DEFAULT_REDIS_TIMEOUT
+    check_counts_flush_seconds: float = 1.0
 
     def __repr__(self) -> str:  # never let the secret reach a log line or a traceback
         return (
@@ -129,6 +132,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             }
         except ValueError as exc:
             raise ConfigurationError(f"not a number: {exc}") from None
+        try:
+            flush_seconds = float(env.get("SUPPRESS_CHECK_COUNTS_FLUSH_SECONDS") or 1.0)
+        except ValueError:
+            flush_seconds = float("nan")  # refused below, with the variable's name
         if not key_ids or any(not 1 <= k <= 255 for k in key_ids) or len(set(key_ids)) != len(key_ids):
             raise ConfigurationError("SUPPRESS_TOKEN_KEY_IDS must list distinct ids from 1 to 255")
         if pool_size < 1:
@@ -148,6 +155,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         for name, seconds in deadlines.items():
             if not 0 < seconds <= 3600:
                 raise ConfigurationError(f"{name} must be a number of seconds above 0 (at most 3600)")
+        if not 0.01 <= flush_seconds <= 3600:  # also refuses nan and inf
+            raise ConfigurationError("SUPPRESS_CHECK_COUNTS_FLUSH_SECONDS must be from 0.01 to 3600")
         sms_sender = (env.get("SUPPRESS_SMS_SENDER") or "log").strip().lower()
         sms_http_url = (env.get("SUPPRESS_SMS_HTTP_URL") or "").strip() or None
         sms_http_token = (env.get("SUPPRESS_SMS_HTTP_TOKEN") or "").strip() or None
@@ -172,6 +181,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             db_acquire_timeout=deadlines["SUPPRESS_DB_ACQUIRE_TIMEOUT"],
             db_statement_timeout=deadlines["SUPPRESS_DB_STATEMENT_TIMEOUT"],
             redis_timeout=deadlines["SUPPRESS_REDIS_TIMEOUT"],
+            check_counts_flush_seconds=flush_seconds,
         )
 
     def require_secret(self) -> str:

@@ -1,8 +1,21 @@
-"""Prometheus metrics, served at /metrics. Counted per batch, never per recipient on the hot path."""
+"""Prometheus metrics, served at /metrics. Counted per batch, never per recipient on the hot path.
+
+Under `suppress serve --workers N` (N > 1) every process writes its values to files in
+PROMETHEUS_MULTIPROC_DIR (prometheus-client's multiprocess mode, chosen when the variable is set
+before this module is first imported), and a scrape, whichever process answers it, sums the files
+of all of them: counters and histograms are totals over the processes, including any that have
+exited since the server started.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Decided once, as prometheus-client decides where values live when it is first imported.
+MULTIPROCESS = bool(os.environ.get(MULTIPROCESS_ENV))
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -42,4 +55,14 @@ REPLICA_STALENESS = Gauge(
     "How old, at most, the state a replica serves was at its last probe (+Inf while it is down).",
     ["replica"],
     registry=REGISTRY,
+    multiprocess_mode="livemax",  # with several processes: the worst any live one saw
 )
+
+
+def exposition() -> bytes:
+    """The text a scrape of /metrics answers: this process's metrics, or all processes' summed."""
+    if MULTIPROCESS:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)

@@ -7,6 +7,7 @@ worker does it (the counting effect for every event, one refresh of the tenant).
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from datetime import UTC, datetime, timedelta
@@ -80,6 +81,12 @@ async def history(http: httpx.AsyncClient, tenant: Tenant, settings: Settings, q
         )
     pool = await create_pool(settings.require_database_url(), size=2)
     try:
+        # The server adds the checks' outcome counts to check_counts within a second: wait for them.
+        counted = "SELECT coalesce(sum(recipients), 0) FROM check_counts WHERE tenant_id = $1"
+        deadline = asyncio.get_running_loop().time() + 30
+        while await pool.fetchval(counted, tenant.id) < 46:  # 20 + 20 + 6 recipients checked
+            assert asyncio.get_running_loop().time() < deadline, "the check counts were never flushed"
+            await asyncio.sleep(0.1)
         ids = [r["id"] for r in await pool.fetch("SELECT id FROM events WHERE tenant_id = $1", tenant.id)]
         for event_id in ids:
             await count_events(pool, queries, tenant.id, [event_id])

@@ -22,6 +22,7 @@ from litestar.testing import AsyncTestClient
 from suppress import metrics
 from suppress.addresses import AddressHasher
 from suppress.app import create_app
+from suppress.check_counts import CheckCounts
 from suppress.checks import STREAM_FROM, CheckRequest, CheckService
 from suppress.config import DerivedKeys, Settings
 from suppress.db import create_pool
@@ -279,7 +280,15 @@ async def test_a_large_check_moves_to_the_primary_when_its_replica_dies_before_i
         principal = await Authenticator(primary, queries).authenticate(keys.reader["Authorization"])
         keyring = TokenKeyring({1: b"k" * 64}, 1)
         hasher = AddressHasher(DerivedKeys.from_settings(settings).address_hash_key)
-        service = CheckService(primary, queries, hasher, keyring, PUBLIC_URL, Reads(primary, replicas))
+        service = CheckService(
+            primary,
+            queries,
+            hasher,
+            keyring,
+            PUBLIC_URL,
+            CheckCounts(primary, queries),
+            Reads(primary, replicas),
+        )
         recipients = [allowed] + [f"nobody{n}@example.no" for n in range(STREAM_FROM)]
         await asyncio.to_thread(cluster.standby.kill)
         answer = await service.check(

@@ -11,9 +11,11 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from suppress.addresses import AddressHasher
 from suppress.checks import MAX_RECIPIENTS
+from suppress.tokens import MINT_MANY_FROM
 from tests.conftest import PUBLIC_URL, Tenant, post_json
-from tests.support import check, consent, customer, decision, suppress, topic
+from tests.support import check, consent, customer, decision, flush_check_counts, suppress, topic
 
 Client = AsyncTestClient[Litestar]
 
@@ -226,6 +228,27 @@ async def test_rule8_recent_purchase_is_a_basis_for_soft_opt_in_topics(
     )
 
 
+async def test_a_topic_changed_is_decided_by_its_new_soft_opt_in_at_once(
+    client: Client, tenant: Tenant
+) -> None:
+    """Checks remember a topic briefly; changing it through the API makes them forget it."""
+    await topic(client, tenant, "flip", False)
+    await customer(client, tenant, "flip@example.no", "purchase", at=datetime.now(UTC) - timedelta(days=3))
+    assert await decision(client, tenant, "flip@example.no", topic="flip", campaign="c") == (
+        False,
+        None,
+        "no_basis",
+    )
+    await topic(client, tenant, "flip", True)
+    assert await decision(client, tenant, "flip@example.no", topic="flip", campaign="c") == (
+        True,
+        "customer_relationship",
+        None,
+    )
+    await topic(client, tenant, "flip", False)
+    assert (await decision(client, tenant, "flip@example.no", topic="flip", campaign="c"))[0] is False
+
+
 async def test_rule8_old_purchase_and_ended_agreement_are_no_basis(client: Client, tenant: Tenant) -> None:
     await topic(client, tenant, "news", True)
     await customer(
@@ -343,6 +366,26 @@ async def test_token_carries_tenant_topic_campaign_and_recipient(
     assert abs(claims.issued_at - datetime.now(UTC).timestamp()) < 60
 
 
+async def test_every_link_of_a_large_batch_names_its_own_recipient(
+    client: Client, tenant: Tenant, app: Litestar, hasher: AddressHasher
+) -> None:
+    """Enough allowed recipients for their tokens to be minted in one vectorised pass."""
+    people = [f"many{i}@example.no" for i in range(MINT_MANY_FROM + 8)]
+    for address in people:
+        await consent(client, tenant, address)
+    batch = [*people, "nobody@example.no", people[0].upper()]
+    results = await check(client, tenant, batch, campaign="many-links")
+    assert [r["recipient"] for r in results] == batch
+    assert not results[-2]["allowed"] and "unsubscribe_url" not in results[-2]
+    for address, result in zip([*people, people[0]], [*results[:-2], results[-1]], strict=True):
+        url = result["unsubscribe_url"]
+        claims = app.state.keyring.verify(url.rsplit("/", 1)[1])
+        assert claims.address_hash == hasher.hash("email", address)
+        assert claims.tenant_id == tenant.id and claims.campaign_id is not None
+        assert result["list_unsubscribe"] == f"<{url}>"
+        assert result["list_unsubscribe_post"] == "List-Unsubscribe=One-Click"
+
+
 async def test_sms_gets_a_link_but_no_email_headers(client: Client, tenant: Tenant) -> None:
     await consent(client, tenant, "+4791234567", channel="sms")
     [result] = await check(client, tenant, ["91234567"], channel="sms")
@@ -361,6 +404,7 @@ async def test_batch_outcomes_are_counted_per_campaign(
             ["counted@example.no", "x@example.no", "y@example.no"],
             campaign="autumn",
         )
+    await flush_check_counts(client)
     rows = await db.fetch(
         """SELECT cc.allowed, cc.outcome, cc.recipients FROM check_counts cc
            JOIN campaigns c ON c.id = cc.campaign_id WHERE cc.tenant_id = $1 AND c.name = 'autumn'

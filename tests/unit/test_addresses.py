@@ -358,3 +358,19 @@ def test_huge_inputs_are_rejected_cheaply() -> None:
     assert normalise_email("ø" * 1_000_000 + "@example.no") is None
     assert normalise_email("ola@b" + "\u200b" * 2000 + ".no") is None  # beyond the input bound
     assert normalise_phone("9" * 1_000_000, "NO") is None
+
+
+@given(
+    st.sampled_from(["email", "sms"]),
+    st.lists(st.none() | st.text(max_size=40), max_size=30),
+)
+def test_hash_many_is_hash_of_each(channel: str, addresses: list[str | None]) -> None:
+    hasher = AddressHasher(KEY_A)
+    assert hasher.hash_many(channel, addresses) == [
+        None if a is None else hasher.hash(channel, a) for a in addresses
+    ]
+
+
+def test_hash_many_refuses_an_unknown_channel() -> None:
+    with pytest.raises(ValueError, match="unknown channel"):
+        AddressHasher(KEY_A).hash_many("fax", ["x"])

@@ -392,3 +392,98 @@ def test_changing_only_the_hash_changes_the_whole_token(claims: TokenClaims, oth
     assert common_prefix < 20  # the SIV right after the key id already differs
     differing = sum(a != b for a, b in zip(token_a, token_b, strict=True))
     assert differing > 60  # random-looking: ~1/64 of positions coincide by chance
+
+
+# --------------------------------------------------------------------------- minting many at once
+
+# A token minted by the release before batch minting existed: it must keep verifying, and the
+# batch path must produce it again.
+PINNED = "Ae_MtMQowW_F-oLFNZ1vwUxOCdhIOmqYAghwsE_DkoC9ayL1XTtF9Ll1IGfnmES6KMzO7lSEaPqmIRP30cEYcO2vxD6aJhg"
+
+batch_st = st.fixed_dictionaries(
+    {
+        "tenant_id": st.integers(0, U32),
+        "channel": st.sampled_from(["email", "sms"]),
+        "topic_id": st.none() | st.integers(1, U32),
+        "campaign_id": st.none() | st.integers(1, U64),
+        "issued_at": st.integers(0, U32),
+    }
+)
+# Below and above the size where mint_many switches to the vectorised path.
+hashes_st = st.lists(st.binary(min_size=32, max_size=32), min_size=1, max_size=tokens.MINT_MANY_FROM * 3)
+
+
+def test_an_existing_token_keeps_verifying_and_batch_minting_reproduces_it() -> None:
+    claims = _claims()
+    assert KEYRING.verify(PINNED) == claims
+    shared = {k: v for k, v in msgspec.structs.asdict(claims).items() if k != "address_hash"}
+    other = hashlib.sha256(b"kari@example.no").digest()
+    many = KEYRING.mint_many(**shared, address_hashes=[claims.address_hash, other] * tokens.MINT_MANY_FROM)
+    assert many[0] == many[-2] == PINNED
+    assert KEYRING.verify(many[1]).address_hash == other
+
+
+@given(batch_st, hashes_st)
+def test_mint_many_equals_minting_each(shared: dict[str, Any], hashes: list[bytes]) -> None:
+    ring = TokenKeyring({1: KEY_1, 2: KEY_2}, current_key_id=2)
+    many = ring.mint_many(**shared, address_hashes=hashes)
+    assert many == [ring.mint(TokenClaims(**shared, address_hash=h)) for h in hashes]
+    for token, h in zip(many, hashes, strict=True):
+        assert len(token) == TOKEN_CHARS and URL_SAFE.fullmatch(token)
+        assert ring.verify(token) == TokenClaims(**shared, address_hash=h)
+        assert h.hex() not in _decode(token).hex()  # no personal data in clear
+        # rotation: a keyring without key 2 rejects it
+        with pytest.raises(InvalidToken):
+            TokenKeyring({1: KEY_1}, current_key_id=1).verify(token)
+
+
+@given(batch_st, hashes_st, st.data())
+def test_a_batch_token_altered_anywhere_is_rejected(
+    shared: dict[str, Any], hashes: list[bytes], data: st.DataObject
+) -> None:
+    many = KEYRING.mint_many(**shared, address_hashes=hashes)
+    token = data.draw(st.sampled_from(many))
+    raw = bytearray(_decode(token))
+    bit = data.draw(st.integers(0, len(raw) * 8 - 1))
+    raw[bit // 8] ^= 1 << (bit % 8)
+    with pytest.raises(InvalidToken):
+        KEYRING.verify(_encode(bytes(raw)))
+
+
+def test_batch_tokens_survive_rotation() -> None:
+    old = TokenKeyring({1: KEY_1}, current_key_id=1)
+    minted = old.mint_many(
+        tenant_id=1,
+        channel="sms",
+        topic_id=None,
+        campaign_id=None,
+        issued_at=0,
+        address_hashes=[bytes([i]) * 32 for i in range(tokens.MINT_MANY_FROM * 2)],
+    )
+    rotated = TokenKeyring({1: KEY_1, 2: KEY_2}, current_key_id=2)
+    assert [rotated.verify(t).address_hash[0] for t in minted] == list(range(tokens.MINT_MANY_FROM * 2))
+
+
+@pytest.mark.parametrize(
+    ("hashes", "overrides"),
+    [
+        ([b"\x00" * 31] + [b"\x00" * 32] * 40, {}),
+        ([b"\x00" * 32] * 40 + [b"\x00" * 33], {}),
+        ([b"\x00" * 32] * 39 + [bytearray(32)], {}),
+        ([b"\x00" * 32] * 40, {"tenant_id": -1}),
+        ([b"\x00" * 32] * 40, {"topic_id": 0}),
+        ([b"\x00" * 32] * 40, {"channel": "fax"}),
+        ([b"\x00" * 32] * 4, {"issued_at": 2**32}),
+    ],
+)
+def test_mint_many_rejects_what_mint_rejects(hashes: list[Any], overrides: dict[str, Any]) -> None:
+    shared: dict[str, Any] = {
+        "tenant_id": 1,
+        "channel": "email",
+        "topic_id": None,
+        "campaign_id": None,
+        "issued_at": 0,
+    }
+    shared.update(overrides)
+    with pytest.raises(ValueError, match=r"must|channel"):
+        KEYRING.mint_many(**shared, address_hashes=hashes)

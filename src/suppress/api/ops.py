@@ -8,10 +8,10 @@ from typing import Any
 
 from litestar import Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from suppress import queue
-from suppress.metrics import REGISTRY
+from suppress.metrics import exposition
 
 
 @get(
@@ -99,7 +99,7 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
     media_type=CONTENT_TYPE_LATEST,
 )
 async def metrics_endpoint() -> Response[bytes]:
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 routes = [healthz, readyz, metrics_endpoint]

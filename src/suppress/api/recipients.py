@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import Response, delete, get, post
+from litestar import Request, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from suppress.api.auth import requires
+from suppress.checks import CheckService
 from suppress.consents import ConsentIn, ConsentWithdrawIn
 from suppress.customers import CustomerEventIn, CustomerResult
 from suppress.models import Channel, LiftableReason, SuppressionReason, TopicName
@@ -38,9 +39,14 @@ def _now() -> datetime:
     responses={200: ResponseSpec(Topic, description="The topic existed (its flag is updated).")},
 )
 async def save_topic(
-    principal: NamedDependency[Principal], recipients: NamedDependency[Recipients], data: JSONBody[TopicIn]
+    request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
+    recipients: NamedDependency[Recipients],
+    data: JSONBody[TopicIn],
 ) -> Response[Topic]:
     topic, created = await recipients.save_topic(principal, data)
+    checks: CheckService = request.app.state.checks
+    checks.forget_tenant(principal.tenant_id)  # its checks see the new soft opt-in flag at once
     return Response(topic, status_code=201 if created else 200)
 
 
