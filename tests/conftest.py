@@ -15,6 +15,7 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,27 +85,36 @@ def redis_url(embedded_root: Path) -> Iterator[str]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
-async def database_url(server_database_url: str) -> AsyncIterator[str]:
-    """A fresh, migrated database for this session, dropped afterwards."""
-    name = f"suppress_test_{os.getpid()}_{secrets.token_hex(3)}"
+@asynccontextmanager
+async def migrated_database(server_database_url: str, prefix: str = "suppress_test") -> AsyncIterator[str]:
+    """A fresh database on that server, migrated; dropped when the context ends."""
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
     admin = await asyncpg.connect(server_database_url)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
     url = _with_database(server_database_url, name)
-    conn = await asyncpg.connect(url)
     try:
-        await migrate(conn)
+        conn = await asyncpg.connect(url)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        yield url
     finally:
-        await conn.close()
-    yield url
-    admin = await asyncpg.connect(server_database_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+        admin = await asyncpg.connect(server_database_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_database_url: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for this session, dropped afterwards."""
+    async with migrated_database(server_database_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,23 +42,26 @@ PHONE: ViewportSize = {"width": 375, "height": 740}
 # -- the server and the browser, once per module -----------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`python -m suppress.cli serve` on a free port; yields its base URL."""
+@contextmanager
+def serving(
+    database_url: str, redis_url: str, log_path: Path, *args: str, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """`python -m suppress.cli serve` on a free port of 127.0.0.1 until the context ends (SIGINT,
+    then SIGKILL after 30 s); yields its base URL once /readyz answers."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
-    env.update(
-        SUPPRESS_DATABASE_URL=settings.require_database_url(),
-        SUPPRESS_REDIS_URL=settings.require_redis_url(),
+    environment = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    environment.update(
+        SUPPRESS_DATABASE_URL=database_url,
+        SUPPRESS_REDIS_URL=redis_url,
         SUPPRESS_SECRET=TEST_SECRET,
         SUPPRESS_PUBLIC_URL=base,
+        **(env or {}),
     )
-    log_path = tmp_path_factory.mktemp("server") / "serve.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "suppress.cli", "serve", "--port", str(port), "--no-access-log"],
-            env=env,
+            [sys.executable, "-m", "suppress.cli", "serve", "--port", str(port), "--no-access-log", *args],
+            env=environment,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -72,6 +75,14 @@ def server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`python -m suppress.cli serve` on a free port; yields its base URL."""
+    log_path = tmp_path_factory.mktemp("server") / "serve.log"
+    with serving(settings.require_database_url(), settings.require_redis_url(), log_path) as base:
+        yield base
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], base: str, log_path: Path) -> None:

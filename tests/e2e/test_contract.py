@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -22,13 +21,11 @@ import httpx
 import pytest
 from playwright.async_api import Browser
 
-from suppress.config import ENV_VARS
-from suppress.devstack.embedded import EmbeddedRedis, free_port
-from suppress.migrate import migrate
+from suppress.devstack.embedded import EmbeddedRedis
 from suppress.sql import Queries
 from suppress.tenants import create_tenant
-from tests.conftest import TEST_SECRET, _with_database
-from tests.live import _wait_ready, open_page
+from tests.conftest import migrated_database
+from tests.live import open_page, serving
 
 CHECKS = (
     "not_a_server_error",
@@ -44,24 +41,8 @@ RUN_TIMEOUT_S = 540
 
 @pytest.fixture(scope="module")
 async def contract_database(server_database_url: str) -> AsyncIterator[str]:
-    name = f"suppress_contract_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = await asyncpg.connect(server_database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = _with_database(server_database_url, name)
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    yield url
-    admin = await asyncpg.connect(server_database_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with migrated_database(server_database_url, "suppress_contract") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -78,33 +59,9 @@ def contract_redis(embedded_root: Path) -> Iterator[str]:
 def contract_server(
     contract_database: str, contract_redis: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
-    env.update(
-        SUPPRESS_DATABASE_URL=contract_database,
-        SUPPRESS_REDIS_URL=contract_redis,
-        SUPPRESS_SECRET=TEST_SECRET,
-        SUPPRESS_PUBLIC_URL=base,
-    )
     log_path = tmp_path_factory.mktemp("contract") / "serve.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "suppress.cli", "serve", "--port", str(port), "--no-access-log"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            _wait_ready(proc, base, log_path)
-            yield base
-        finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with serving(contract_database, contract_redis, log_path) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
