@@ -412,9 +412,10 @@ class Reader:
         return Parsed(line, None, message, raw.rstrip("\r\n")[:MAX_RAW])
 
 
-def _max_depth(text: str) -> int:
-    """The deepest nesting of braces and brackets in `text` (outside strings), stopping early."""
-    deepest = depth = 0
+def _nesting(text: str, depth: int = 0, *, stop_above: int | None = None) -> tuple[int, int]:
+    """The nesting depth of braces and brackets after `text` (outside JSON strings), starting at
+    `depth`, and the deepest it reached; stops early once deeper than `stop_above`."""
+    deepest = depth
     in_string = escaped = False
     for char in text:
         if in_string:
@@ -430,28 +431,18 @@ def _max_depth(text: str) -> int:
             depth += 1
             if depth > deepest:
                 deepest = depth
-                if deepest > MAX_DEPTH:
+                if stop_above is not None and deepest > stop_above:
                     break
         elif char in "}]":
             depth -= 1
-    return deepest
+    return depth, deepest
+
+
+def _max_depth(text: str) -> int:
+    """The deepest nesting in `text`, counted up to just past MAX_DEPTH."""
+    return _nesting(text, stop_above=MAX_DEPTH)[1]
 
 
 def _depth(text: str, depth: int) -> int:
-    """The nesting depth of braces and brackets after `text`, outside JSON strings."""
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "{[":
-            depth += 1
-        elif char in "}]":
-            depth -= 1
-    return depth
+    """The nesting depth after `text`, starting at `depth`."""
+    return _nesting(text, depth)[0]
