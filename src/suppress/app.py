@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 from litestar import Litestar, Request, Response, Router
 from litestar.exceptions import HTTPException, ValidationException
 
@@ -36,7 +37,7 @@ from suppress.check_counts import CheckCounts
 from suppress.checks import CheckService
 from suppress.config import DerivedKeys, Settings
 from suppress.db import DATABASE_DOWN, create_pool
-from suppress.errors import SuppressError, Unavailable
+from suppress.errors import InvalidInput, SuppressError, Unavailable
 from suppress.health import HealthService
 from suppress.imports.uploads import Imports
 from suppress.logs import redacted_path
@@ -206,9 +207,22 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     return problem_response(status, code, detail, request.url.path, headers=exc.headers)
 
 
+# PostgreSQL stores no NUL character (U+0000) in text or jsonb; the statement fails and its
+# transaction is rolled back, so nothing was written: the request's content is at fault.
+UNSTORABLE_TEXT = (
+    asyncpg.exceptions.UntranslatableCharacterError,
+    asyncpg.exceptions.CharacterNotInRepertoireError,
+)
+
+
 def _unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     if isinstance(exc, DATABASE_DOWN + queue.REDIS_DOWN):
         return _unavailable(request, exc)
+    if isinstance(exc, UNSTORABLE_TEXT):
+        return _domain_error(
+            request,
+            InvalidInput("a text in the request holds a NUL character (\\u0000), which cannot be stored"),
+        )
     log.exception("unhandled error on %s %s", request.method, _route(request))
     return problem_response(500, "internal_error", "internal error", request.url.path)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
@@ -148,3 +149,21 @@ async def test_lifting_nothing_says_so_in_plain_words(client: Client, tenant: Te
         404,
     )
     assert detail == "nobody@example.no has no 'manual' suppression on email for all topics"
+
+
+async def test_a_nul_character_is_refused_and_nothing_is_written(
+    client: Client, tenant: Tenant, db: asyncpg.Connection
+) -> None:
+    # Found by the contract test: PostgreSQL stores no U+0000 in text or jsonb, and the failed
+    # statement surfaced as a 500.
+    bodies = [
+        {"channel": "email", "address": "ola@example.no", "source": "form", "evidence": {"a\u0000b": 1}},
+        {"channel": "email", "address": "ola@example.no", "source": "form\u0000", "evidence": {}},
+    ]
+    for body in bodies:
+        detail, _ = await _problem(
+            await client.post("/v1/consents", json=body, headers=tenant.auth("write")), 422
+        )
+        assert "NUL" in detail
+    assert await db.fetchval("SELECT count(*) FROM events WHERE tenant_id = $1", tenant.id) == 0
+    assert await db.fetchval("SELECT count(*) FROM consents WHERE tenant_id = $1", tenant.id) == 0
