@@ -93,11 +93,18 @@ async def contract_key(contract_server: str, contract_database: str, queries: Qu
     return key
 
 
+def _say(config: pytest.Config, line: str) -> None:
+    """A line in the run's own output, captured or not (CI's log shows the seed of every run)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(line)
+
+
 def test_the_api_answers_as_its_openapi_document_says(
-    contract_server: str, contract_key: str, tmp_path: Path
+    contract_server: str, contract_key: str, tmp_path: Path, pytestconfig: pytest.Config
 ) -> None:
     seed = int(os.environ.get("SUPPRESS_CONTRACT_SEED") or secrets.randbelow(2**31))
-    print(f"schemathesis seed: {seed} (rerun with SUPPRESS_CONTRACT_SEED={seed})")
+    _say(pytestconfig, f"schemathesis seed: {seed} (rerun with SUPPRESS_CONTRACT_SEED={seed})")
     command = [
         str(Path(sys.executable).parent / "st"),
         "run",
@@ -125,7 +132,7 @@ def test_the_api_answers_as_its_openapi_document_says(
     assert run.returncode == 0, f"schemathesis seed {seed} (SUPPRESS_CONTRACT_SEED={seed}):\n{summary}"
     assert "Tested: " in run.stdout, summary
     # The run's size, for the log: "N generated, N passed".
-    print(next((line.strip() for line in run.stdout.splitlines() if " generated, " in line), ""))
+    _say(pytestconfig, next((line.strip() for line in run.stdout.splitlines() if " generated, " in line), ""))
 
 
 async def test_the_schema_page_renders_offline_in_a_browser(server: str, browser: Browser) -> None:
