@@ -803,3 +803,18 @@ def test_options_are_checked_before_anything_is_read() -> None:
     with pytest.raises(InvalidInput, match="topic does not apply"):
         check_options(ImportOptions(kind="customers", format="csv", topic="news"))
     check_options(ImportOptions(kind="suppressions", format="ses"))
+
+
+async def test_a_nul_character_in_evidence_fails_its_row_only(
+    client: Client, tenant: Tenant, pool: asyncpg.Pool, queries: Queries, hasher: AddressHasher
+) -> None:
+    # PostgreSQL's jsonb stores no U+0000: without the row check the whole batch failed in SQL.
+    rows = [
+        {"address": "nul@example.no", "granted_at": "2024-01-01T00:00:00Z", "evidence": {"a\u0000": 1}},
+        {"address": "fine@example.no", "granted_at": "2024-01-01T00:00:00Z", "evidence": {"form": "x"}},
+    ]
+    body = b"".join(json.dumps(row).encode() + b"\n" for row in rows)
+    view = await imported(client, tenant, pool, queries, hasher, body, kind="consents", fmt="ndjson")
+    assert (view["done"], view["failed"]) == (1, 1)
+    assert "NUL" in view["errors"][0]["error"] and view["errors"][0]["line"] == 1
+    assert await decision(client, tenant, "fine@example.no") == (True, "consent", None)

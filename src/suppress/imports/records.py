@@ -233,6 +233,8 @@ def own_record(kind: str, fields: dict[str, Any], options: ImportOptions) -> Rec
             evidence = _json_object(evidence, "evidence") if evidence.strip() else None
         if evidence is not None and not isinstance(evidence, dict):
             raise RowError("evidence must be a JSON object")
+        if evidence and b"\\u0000" in msgspec.json.encode(evidence):  # PostgreSQL's jsonb stores no NUL
+            raise RowError("evidence contains a NUL character")
         partners = fields.get("partners")
         return ConsentRecord(
             channel=_channel(fields, options),
