@@ -24,8 +24,12 @@ the servers' resident memory (VmRSS summed over their processes before and after
 VmHWM over each N).
 
 Each server is a `Target` (a name and the command that serves it); the raw lookup takes the pool
-it runs on. A variant served from a read replica is one more target whose environment points the
-server's reads there, plus a raw lookup on a pool to the replica (see `targets()` and `run()`).
+it runs on. With --replica the run starts its own embedded primary and hot standby
+(`ReplicatedPostgres`, a temporary folder removed at the end; the machine's PostgreSQL is not used),
+loads the database on the primary, waits for the standby to replay it, and adds the replica
+variants: the raw lookup on a pool to the standby, the batch through `check-2-replica` (reads on the
+standby via SUPPRESS_DATABASE_REPLICA_URLS), one-recipient checks through it against
+`bare-2-replica` (the bare endpoint's pool on the standby); /metrics shows where the reads went.
 
 The database (`suppress_bench` on the local server unless told otherwise) holds one tenant with
 --rows recipient rows (default 1 000 000): half suppressed (mixed reasons), a quarter consented,
@@ -36,6 +40,7 @@ count, the secret and the migrations stay the same; --rebuild builds it again.
 
     uv run python bench/check.py          # full run (the first one also builds the database)
     uv run python bench/check.py --quick  # smoke run: 100 000-row database, N = 1 000 and 10 000
+    uv run python bench/check.py --replica --rows 200000 --sizes 1000,10000,100000 --runs 3
 
 The markdown report is printed and written to bench/results/ (with the raw numbers as JSON).
 Method, machine and findings: docs/performance.md.
