@@ -24,8 +24,12 @@ the servers' resident memory (VmRSS summed over their processes before and after
 VmHWM over each N).
 
 Each server is a `Target` (a name and the command that serves it); the raw lookup takes the pool
-it runs on. A variant served from a read replica is one more target whose environment points the
-server's reads there, plus a raw lookup on a pool to the replica (see `targets()` and `run()`).
+it runs on. With --replica the run starts its own embedded primary and hot standby
+(`ReplicatedPostgres`, a temporary folder removed at the end; the machine's PostgreSQL is not used),
+loads the database on the primary, waits for the standby to replay it, and adds the replica
+variants: the raw lookup on a pool to the standby, the batch through `check-2-replica` (reads on the
+standby via SUPPRESS_DATABASE_REPLICA_URLS), one-recipient checks through it against
+`bare-2-replica` (the bare endpoint's pool on the standby); /metrics shows where the reads went.
 
 The database (`suppress_bench` on the local server unless told otherwise) holds one tenant with
 --rows recipient rows (default 1 000 000): half suppressed (mixed reasons), a quarter consented,
@@ -36,6 +40,7 @@ count, the secret and the migrations stay the same; --rebuild builds it again.
 
     uv run python bench/check.py          # full run (the first one also builds the database)
     uv run python bench/check.py --quick  # smoke run: 100 000-row database, N = 1 000 and 10 000
+    uv run python bench/check.py --replica --rows 200000 --sizes 1000,10000,100000 --runs 3
 
 The markdown report is printed and written to bench/results/ (with the raw numbers as JSON).
 Method, machine and findings: docs/performance.md.
@@ -72,6 +77,7 @@ import msgspec
 from suppress.addresses import AddressHasher, normalise
 from suppress.config import DerivedKeys, Settings
 from suppress.db import create_pool
+from suppress.devstack.replication import ReplicatedPostgres, wait_until_replayed
 from suppress.migrate import migrate
 from suppress.sql import Queries, load_queries, sql_dir
 from suppress.tenants import create_api_key, create_tenant
@@ -230,7 +236,7 @@ async def prepare_database(admin_dsn: str, name: str, rows: int, rebuild: bool) 
         await migrate(conn)
         queries = load_queries()
         key = await create_tenant(conn, queries, TENANT)
-        topic = await conn.fetchrow(queries.create_topic, key.tenant_id, TOPIC, True)
+        topic = await conn.fetchrow(queries.create_topic, key.tenant_id, TOPIC, True, None)
         assert topic is not None
         topic_id: int = topic["id"]
         t = time.perf_counter()
@@ -664,10 +670,20 @@ class Target:
     name: str
     command: tuple[str, ...]
     ready_path: str = "/healthz"
+    env: tuple[tuple[str, str], ...] = ()  # on top of the bench's own settings
 
 
-def targets(granian: bool = False) -> dict[str, Target]:
-    """Every server of a run. The one-recipient comparisons pair them by name."""
+# Reads go to the replica while its replay is this recent: generous, so that the bench's own
+# writes (the check counters) never send a read back to the primary.
+REPLICA_MAX_LAG_MS = 60_000
+
+
+def targets(granian: bool = False, replica_dsn: str | None = None) -> dict[str, Target]:
+    """Every server of a run. The one-recipient comparisons pair them by name.
+
+    With `replica_dsn` (--replica): `check-2-replica`, `serve --workers 2` with its reads on the
+    replica, and `bare-2-replica`, the bare endpoint with its pool on the replica.
+    """
     serve = ("suppress", "serve", "--host", "127.0.0.1", "--log-level", "warning", "--no-access-log")
     bare = ("python", "-m", "bench.check", "serve-bare")
     out = {
@@ -683,6 +699,18 @@ def targets(granian: bool = False) -> dict[str, Target]:
                 f"granian-{n}",
                 (*run, "--log-level", "warning", "--workers", str(n), "--factory", "suppress.app:create_app"),
             )
+    if replica_dsn is not None:
+        out["bare-2-replica"] = Target(
+            "bare-2-replica", out["bare-2"].command, env=(("SUPPRESS_DATABASE_URL", replica_dsn),)
+        )
+        out["check-2-replica"] = Target(
+            "check-2-replica",
+            out["check-2"].command,
+            env=(
+                ("SUPPRESS_DATABASE_REPLICA_URLS", replica_dsn),
+                ("SUPPRESS_REPLICA_MAX_LAG_MS", str(REPLICA_MAX_LAG_MS)),
+            ),
+        )
     return out
 
 
@@ -704,6 +732,7 @@ class Server:
             SUPPRESS_LOG_LEVEL="WARNING",
             BENCH_TENANT_ID=str(bench.tenant_id),
         )
+        env.update(target.env)
         self.command = ["uv", "run", *target.command, "--port", str(self.port)]
         self._env = env
         self._proc: subprocess.Popen[bytes] | None = None
@@ -810,6 +839,9 @@ class Row:
     n: int
     raw_seconds: list[float] = field(default_factory=list)
     batch_seconds: list[float] = field(default_factory=list)
+    # --replica: the raw lookup on a pool to the standby, the batch through check-2-replica
+    raw_replica_seconds: list[float] = field(default_factory=list)
+    batch_replica_seconds: list[float] = field(default_factory=list)
     # CPU seconds per run: PostgreSQL for the raw lookup; server, PostgreSQL, bench client for batch
     raw_pg_cpu: list[float] = field(default_factory=list)
     batch_server_cpu: list[float] = field(default_factory=list)
@@ -845,6 +877,12 @@ class Report:
     one_rates: dict[str, list[float]] = field(default_factory=dict)
     one_cpu_us: dict[str, list[float]] = field(default_factory=dict)
     rss_idle_kib: int = 0
+    # --replica: where each server's reads went over the run (suppress_db_reads_total on /metrics,
+    # per target), and transactions the standby served in the bench database (pg_stat_database)
+    replica: bool = False
+    reads_by_server: dict[str, dict[str, float]] = field(default_factory=dict)
+    standby_transactions: int = 0
+    one_order: list[str] = field(default_factory=list)
     # 1-minute load average when the measurements start and end: other work on the machine
     # slows the wall-clock rates, not the CPU time per recipient
     load: list[float] = field(default_factory=list)
@@ -889,26 +927,59 @@ def machine_info(pg_version: str) -> dict[str, str]:
     }
 
 
+async def metric_reads(server: Server) -> dict[str, float]:
+    """suppress_db_reads_total by target from the server's /metrics (all its processes summed)."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        text = (await client.get("/metrics")).text
+    out = {"primary": 0.0, "replica": 0.0}
+    for line in text.splitlines():
+        if line.startswith("suppress_db_reads_total{"):
+            labels, _, value = line.rpartition(" ")
+            for target in out:
+                if f'target="{target}"' in labels:
+                    out[target] += float(value)
+    return out
+
+
+async def standby_transactions(pool: asyncpg.Pool) -> int:
+    """Transactions the standby has run in the bench database (its own pg_stat_database)."""
+    done: int = await pool.fetchval(
+        "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"
+    )
+    return done
+
+
 async def run(args: argparse.Namespace) -> Report:
     bench = await prepare_database(args.admin_dsn, args.database, args.rows, args.rebuild)
     bench.api_key = await new_check_key(bench)
     queries = load_queries()
-    # The raw lookup's pool: the primary. A replica variant runs it on a pool to the replica.
-    pool = await create_pool(bench.dsn, size=2)
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        # The raw lookup's pool: the primary; with --replica, a second one on the standby.
+        pool = await create_pool(bench.dsn, size=2)
+        stack.push_async_callback(pool.close)
+        replica_pool: asyncpg.Pool | None = None
+        if args.replica_dsn:
+            waited = await asyncio.wait_for(wait_until_replayed(bench.dsn, args.replica_dsn), 300)
+            log(f"the standby replayed the load in {waited:.1f} s more")
+            replica_pool = await create_pool(args.replica_dsn, size=2)
+            stack.push_async_callback(replica_pool.close)
         pg_version = await pool.fetchval("SHOW server_version")
         h = hasher()
         RESULTS.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         servers = {
             name: Server(bench, args.redis_url, RESULTS / f"check-{stamp}.{name}.log", target)
-            for name, target in targets(args.granian).items()
+            for name, target in targets(args.granian, args.replica_dsn).items()
         }
         server = servers[args.batch_target]
         report = Report(
             started_at=datetime.now(UTC).isoformat(timespec="seconds"),
             command=" ".join(["uv run python bench/check.py", *sys.argv[1:]]),
-            machine=machine_info(str(pg_version)),
+            machine=machine_info(
+                f"{pg_version} (embedded primary + hot standby)"
+                if replica_pool is not None
+                else str(pg_version)
+            ),
             server_command=" ".join(server.command).replace(str(server.port), "PORT"),
             rows=bench.rows,
             runs=args.runs,
@@ -916,54 +987,85 @@ async def run(args: argparse.Namespace) -> Report:
             concurrency=args.concurrency,
             connections=args.connections,
             batch_target=args.batch_target,
+            replica=replica_pool is not None,
         )
         limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
-        with running(*servers.values()):
-            async with httpx.AsyncClient(
-                base_url=server.url, timeout=SECONDS_PER_REQUEST, limits=limits
-            ) as client:
-                # Warm the server up (imports, first connections, statement preparation).
-                warm = make_sample(bench.rows, 1000, seed=1, h=h)
-                for _ in range(3):
-                    await http_batch(client, bench.api_key, warm, verify=True)
-                report.rss_idle_kib = server.memory()["VmRSS"]
-                report.load.append(os.getloadavg()[0])
-                for n in args.sizes:
-                    row = Row(n=n, rss_before_kib=server.memory()["VmRSS"])
-                    server.reset_peak()
-                    for r in range(args.runs + 1):  # run 0 warms up and is not counted
-                        sample = make_sample(bench.rows, n, seed=n * 100 + r, h=h)
-                        # The table is larger than shared_buffers here: touch the sample's rows first,
-                        # so neither measurement pays for bringing them in and the other gets them warm.
-                        await raw_lookup(pool, queries, bench, sample)
-                        pg0 = postgres_cpu_seconds(args.database)
-                        raw = await raw_lookup(pool, queries, bench, sample)
-                        pg1 = postgres_cpu_seconds(args.database)
-                        server0, client0 = server.cpu(), time.process_time()
-                        batch = await http_batch(
-                            client, bench.api_key, sample, verify=r == 0, concurrency=args.concurrency
-                        )
-                        server1, client1 = server.cpu(), time.process_time()
-                        pg2 = postgres_cpu_seconds(args.database)
-                        if r:
-                            row.raw_seconds.append(raw)
-                            row.batch_seconds.append(batch)
-                            row.raw_pg_cpu.append(pg1 - pg0)
-                            row.batch_server_cpu.append(server1 - server0)
-                            row.batch_pg_cpu.append(pg2 - pg1)
-                            row.batch_client_cpu.append(client1 - client0)
-                        log(
-                            f"N={n:,} run {r}: raw {n / raw:,.0f}/s, batch {n / batch:,.0f}/s "
-                            f"(load {os.getloadavg()[0]:.1f})"
-                        )
-                        del sample
-                    status = server.memory()
-                    row.rss_after_kib, row.peak_kib = status["VmRSS"], status["VmHWM"]
-                    report.rows_by_n.append(row)
-            await one_recipient_runs(args, bench, servers, report, h)
-            report.load.append(os.getloadavg()[0])
-    finally:
-        await pool.close()
+        stack.enter_context(running(*servers.values()))
+        client = await stack.enter_async_context(
+            httpx.AsyncClient(base_url=server.url, timeout=SECONDS_PER_REQUEST, limits=limits)
+        )
+        replica_client: httpx.AsyncClient | None = None
+        standby_before = 0
+        if replica_pool is not None:
+            replica_client = await stack.enter_async_context(
+                httpx.AsyncClient(
+                    base_url=servers["check-2-replica"].url, timeout=SECONDS_PER_REQUEST, limits=limits
+                )
+            )
+            standby_before = await standby_transactions(replica_pool)
+        # Warm the servers up (imports, first connections, statement preparation).
+        warm = make_sample(bench.rows, 1000, seed=1, h=h)
+        for each in (client, replica_client):
+            for _ in range(3 if each is not None else 0):
+                await http_batch(each, bench.api_key, warm, verify=True)
+        report.rss_idle_kib = server.memory()["VmRSS"]
+        report.load.append(os.getloadavg()[0])
+        for n in args.sizes:
+            row = Row(n=n, rss_before_kib=server.memory()["VmRSS"])
+            server.reset_peak()
+            for r in range(args.runs + 1):  # run 0 warms up and is not counted
+                sample = make_sample(bench.rows, n, seed=n * 100 + r, h=h)
+                # The table is larger than shared_buffers here: touch the sample's rows first,
+                # so neither measurement pays for bringing them in and the other gets them warm.
+                await raw_lookup(pool, queries, bench, sample)
+                pg0 = postgres_cpu_seconds(args.database)
+                raw = await raw_lookup(pool, queries, bench, sample)
+                pg1 = postgres_cpu_seconds(args.database)
+                server0, client0 = server.cpu(), time.process_time()
+                batch = await http_batch(
+                    client, bench.api_key, sample, verify=r == 0, concurrency=args.concurrency
+                )
+                server1, client1 = server.cpu(), time.process_time()
+                pg2 = postgres_cpu_seconds(args.database)
+                if r:
+                    row.raw_seconds.append(raw)
+                    row.batch_seconds.append(batch)
+                    row.raw_pg_cpu.append(pg1 - pg0)
+                    row.batch_server_cpu.append(server1 - server0)
+                    row.batch_pg_cpu.append(pg2 - pg1)
+                    row.batch_client_cpu.append(client1 - client0)
+                line = f"N={n:,} run {r}: raw {n / raw:,.0f}/s, batch {n / batch:,.0f}/s"
+                if replica_pool is not None and replica_client is not None:
+                    # The same sample from the standby (its own cache touched first, likewise).
+                    await raw_lookup(replica_pool, queries, bench, sample)
+                    raw_replica = await raw_lookup(replica_pool, queries, bench, sample)
+                    batch_replica = await http_batch(
+                        replica_client, bench.api_key, sample, verify=r == 0, concurrency=args.concurrency
+                    )
+                    if r:
+                        row.raw_replica_seconds.append(raw_replica)
+                        row.batch_replica_seconds.append(batch_replica)
+                    line += f"; replica: raw {n / raw_replica:,.0f}/s, batch {n / batch_replica:,.0f}/s"
+                log(f"{line} (load {os.getloadavg()[0]:.1f})")
+                del sample
+            status = server.memory()
+            row.rss_after_kib, row.peak_kib = status["VmRSS"], status["VmHWM"]
+            report.rows_by_n.append(row)
+        await one_recipient_runs(args, bench, servers, report, h)
+        report.load.append(os.getloadavg()[0])
+        if replica_pool is not None:
+            # Proof that the replica variants read the standby, and the primary ones did not.
+            for name in ("check-2", "check-2-replica"):
+                report.reads_by_server[name] = await metric_reads(servers[name])
+            report.standby_transactions = await standby_transactions(replica_pool) - standby_before
+            log(
+                f"reads by server: {report.reads_by_server}; "
+                f"standby transactions {report.standby_transactions:,}"
+            )
+            if report.reads_by_server["check-2-replica"]["replica"] == 0:
+                raise RuntimeError(
+                    "check-2-replica read nothing from the replica: the figures would be the primary's"
+                )
     return report
 
 
@@ -983,7 +1085,8 @@ async def one_recipient_runs(
     report.one_calls = len(one)
     checks = one_requests("/v1/checks", bench.api_key, one)
     bare = one_requests("/bare/checks", None, one)
-    order = [*ONE_ORDER, *(name for name in servers if name.startswith("granian"))]
+    order = [*ONE_ORDER, *(name for name in servers if name not in ONE_ORDER)]
+    report.one_order = order
     for r in range(args.runs + 1):  # run 0 warms up and is not counted
         for name in order:
             is_bare = name.startswith("bare")
@@ -1059,18 +1162,20 @@ def render(report: Report, raw_target: float = 0.6, one_target: float = 40.0) ->
     lines += [
         "",
         f"One-recipient calls: {report.one_calls:,} requests per run from {report.connections} "
-        "keep-alive connections at once; median of the runs (interleaved bare-1, check-1, bare-2, "
-        "check-2); ratios are medians of the per-run ratios.",
+        "keep-alive connections at once; median of the runs (interleaved "
+        f"{', '.join(report.one_order or ONE_ORDER)}); ratios are medians of the per-run ratios.",
         "",
         "| target | processes | requests/s | server CPU µs per request |",
         "|---|---:|---:|---:|",
     ]
     for name in report.one_rates:
         cpu = statistics.median(report.one_cpu_us[name]) if report.one_cpu_us.get(name) else 0.0
+        kind, processes, *replica = name.split("-")
         what = {"check": "POST /v1/checks", "bare": "bare primary-key lookup", "granian": "checks, granian"}[
-            name.rsplit("-", 1)[0]
+            kind
         ]
-        lines.append(f"| {what} | {name[-1]} | {report.one_rate(name):,.0f} | {cpu:,.0f} |")
+        where = ", reads on the replica" if replica else ""
+        lines.append(f"| {what}{where} | {processes} | {report.one_rate(name):,.0f} | {cpu:,.0f} |")
     granian = [
         f"- granian / uvicorn, {n} process{'es' if n > 1 else ''}: "
         f"{report.one_ratio(f'granian-{n}', f'check-{n}'):.2f}"
@@ -1089,6 +1194,7 @@ def render(report: Report, raw_target: float = 0.6, one_target: float = 40.0) ->
             for n, r in vs_bare.items()
         ),
         *granian,
+        *replica_lines(report),
         "",
         f"Batch server RSS warm and idle before the first N: {mib(report.rss_idle_kib)} MiB. "
         f"Load average (1 min) at the start and end of the measurements: {load} "
@@ -1100,6 +1206,47 @@ def render(report: Report, raw_target: float = 0.6, one_target: float = 40.0) ->
         *verdicts,
     ]
     return "\n".join(lines) + "\n"
+
+
+def replica_lines(report: Report) -> list[str]:
+    """--replica: the same measurements with a hot standby serving the reads, against the primary."""
+    if not report.replica:
+        return []
+    vs_bare = report.one_ratio("check-2-replica", "bare-2-replica")
+    lines = [
+        f"- checks / bare lookup, 2 processes, both reading the replica: {vs_bare:.2f} "
+        f"({'met' if vs_bare >= BARE_TARGET else 'MISSED'}, goal ≥ {BARE_TARGET})",
+        f"- checks reading the replica / reading the primary, 2 processes: "
+        f"{report.one_ratio('check-2-replica', 'check-2'):.2f}",
+        "",
+        "With a replica serving the reads: an embedded primary and a hot standby streaming from it "
+        "(`pg_basebackup -R`), both on this machine, the bench database loaded on the primary and "
+        "replayed by the standby before measuring. Raw = the same lookup on a pool to the standby; "
+        "batch = the same requests to `check-2-replica` (`serve --workers 2` with "
+        f"SUPPRESS_DATABASE_REPLICA_URLS at the standby, SUPPRESS_REPLICA_MAX_LAG_MS={REPLICA_MAX_LAG_MS}); "
+        "each run measures the same sample on the primary and then on the replica.",
+        "",
+        "| N | raw on replica /s | batch via replica /s | batch / raw (replica) "
+        "| raw replica / primary | batch replica / primary |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in report.rows_by_n:
+        raw, batch = row.rate(row.raw_seconds), row.rate(row.batch_seconds)
+        raw_r, batch_r = row.rate(row.raw_replica_seconds), row.rate(row.batch_replica_seconds)
+        lines.append(
+            f"| {row.n:,} | {raw_r:,.0f} | {batch_r:,.0f} | {batch_r / raw_r:.2f} "
+            f"| {raw_r / raw:.2f} | {batch_r / batch:.2f} |"
+        )
+    reads = ", ".join(
+        f"{name}: {counts['primary']:,.0f} on the primary, {counts['replica']:,.0f} on the replica"
+        for name, counts in report.reads_by_server.items()
+    )
+    lines += [
+        "",
+        f"Where the reads went (suppress_db_reads_total on /metrics, whole run): {reads}. "
+        f"Transactions the standby served in the bench database: {report.standby_transactions:,}.",
+    ]
+    return lines
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -1154,11 +1301,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=1,
         help="batch requests in flight at a time when N > 100 000 (default 1: one after another)",
     )
+    p.add_argument(
+        "--replica",
+        action="store_true",
+        help="run on an embedded primary + hot standby of its own (a temporary folder, removed at the end) "
+        "and measure the checks with a replica serving the reads as well",
+    )
     p.add_argument("--output", type=Path, help="also write the markdown table here")
     p.add_argument("--timeout", type=float, default=3600.0, help="stop the whole run after this many seconds")
     args = p.parse_args(argv)
     quick = args.quick
-    args.database = args.database or ("suppress_bench_quick" if quick else "suppress_bench")
+    args.database = args.database or (
+        "suppress_bench_replica" if args.replica else "suppress_bench_quick" if quick else "suppress_bench"
+    )
+    args.replica_dsn = None  # set by main() once the standby runs
     args.rows = args.rows or (100_000 if quick else 1_000_000)
     args.sizes = args.sizes or ([1_000, 10_000] if quick else [1_000, 10_000, 100_000, 1_000_000])
     args.runs = args.runs or (3 if quick else 5)
@@ -1179,7 +1335,7 @@ async def main_async(args: argparse.Namespace) -> int:
     table = render(report)
     print(table)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = f"check-{stamp}{'-quick' if args.quick else ''}"
+    name = f"check-{stamp}{'-quick' if args.quick else ''}{'-replica' if args.replica else ''}"
     (RESULTS / f"{name}.md").write_text(table, encoding="utf-8")
     (RESULTS / f"{name}.json").write_text(json.dumps(asdict(report), indent=1), encoding="utf-8")
     if args.output:
@@ -1197,10 +1353,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["serve-bare"]:
         return serve_bare(argv[1:])
     args = parse_args(argv)
-    # SIGTERM ends the run like Ctrl-C does, so the server is stopped on the way out.
+    # SIGTERM ends the run like Ctrl-C does, so the servers are stopped on the way out; both raise
+    # at once, also while the servers start (asyncio's own SIGINT handling waits for the next await).
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
-        return asyncio.run(main_async(args))
+        if not args.replica:
+            return asyncio.run(main_async(args))
+        # Left however it is left, the pair is stopped and its folder removed.
+        with ReplicatedPostgres("suppress-bench-check-") as pair:
+            log(f"starting an embedded primary and a hot standby under {pair.root}")
+            args.admin_dsn = pair.start_primary()
+            args.replica_dsn = with_database(pair.start_standby(), args.database)
+            return asyncio.run(main_async(args))
     except KeyboardInterrupt:
         log("interrupted")
         return 130

@@ -26,14 +26,11 @@ import argparse
 import asyncio
 import os
 import secrets
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -43,8 +40,7 @@ from suppress.check_counts import CheckCounts
 from suppress.checks import CheckRequest, CheckService
 from suppress.config import derive_key
 from suppress.db import create_pool
-from suppress.devstack.embedded import EmbeddedPostgres
-from suppress.devstack.replication import EmbeddedStandby
+from suppress.devstack.replication import ReplicatedPostgres
 from suppress.migrate import migrate
 from suppress.replicas import Reads, ReplicaSet
 from suppress.sql import load_queries
@@ -95,72 +91,64 @@ async def timed(calls: int, size: int, check: Callable[[list[str]], Awaitable[ob
     return calls * size / (time.perf_counter() - began)
 
 
-async def run(args: argparse.Namespace, root: Path) -> str:
-    primary = EmbeddedPostgres(root / "primary")
-    standby: EmbeddedStandby | None = None
-    try:
-        dsn = primary.start()
-        hasher = AddressHasher(derive_key(SECRET, "suppress address hash v1"))
-        api_key = await seed(dsn, args.rows, hasher)
-        standby = EmbeddedStandby(root / "standby", primary.port)
-        replica_dsn = standby.start()
-        queries = load_queries()
-        pool = await create_pool(dsn, size=4)
-        principal = await Authenticator(pool, queries).authenticate(f"Bearer {api_key}")
-        keyring = TokenKeyring({1: derive_key(SECRET, "suppress unsubscribe token key 1", 64)}, 1)
-        replicas = ReplicaSet(pool, [replica_dsn], max_lag=1.0, pool_size=4)
-        await replicas.start()
-        fences = aioredis.from_url(args.redis_url) if args.redis_url else None
-        routes: dict[str, Reads] = {"primary": Reads(pool), "replica": Reads(pool, replicas)}
-        if fences is not None:
-            routes["fenced"] = Reads(pool, replicas, fences)  # type: ignore[arg-type]
-        services = {
-            name: CheckService(
-                pool, queries, hasher, keyring, "https://u.example", CheckCounts(pool, queries), reads
+async def run(args: argparse.Namespace, servers: ReplicatedPostgres) -> str:
+    dsn = servers.start_primary()
+    hasher = AddressHasher(derive_key(SECRET, "suppress address hash v1"))
+    api_key = await seed(dsn, args.rows, hasher)
+    replica_dsn = servers.start_standby()
+    queries = load_queries()
+    pool = await create_pool(dsn, size=4)
+    principal = await Authenticator(pool, queries).authenticate(f"Bearer {api_key}")
+    keyring = TokenKeyring({1: derive_key(SECRET, "suppress unsubscribe token key 1", 64)}, 1)
+    replicas = ReplicaSet(pool, [replica_dsn], max_lag=1.0, pool_size=4)
+    await replicas.start()
+    fences = aioredis.from_url(args.redis_url) if args.redis_url else None
+    routes: dict[str, Reads] = {"primary": Reads(pool), "replica": Reads(pool, replicas)}
+    if fences is not None:
+        routes["fenced"] = Reads(pool, replicas, fences)  # type: ignore[arg-type]
+    services = {
+        name: CheckService(
+            pool, queries, hasher, keyring, "https://u.example", CheckCounts(pool, queries), reads
+        )
+        for name, reads in routes.items()
+    }
+    workloads = {"1 recipient": (args.single, 1), "1 000 recipients": (args.batches, 1000)}
+    figures: dict[tuple[str, str], list[float]] = {}
+    for run_number in range(args.runs + 1):
+        for workload, (calls, size) in workloads.items():
+            for name, service in services.items():
+
+                async def check(body: list[str], service: CheckService = service) -> object:
+                    request = CheckRequest(channel="email", purpose="marketing", recipients=body)
+                    return await service.check(principal, request, datetime.now(UTC))
+
+                before = replicas.replicas[0].up
+                rate = await timed(calls, size, check, args.rows)
+                assert name == "primary" or before, "the replica was not in use"
+                if run_number:  # the first round warms up
+                    figures.setdefault((workload, name), []).append(rate)
+    load = os.getloadavg()
+    lines = [
+        f"rows {args.rows}, runs {args.runs}, load average before/after "
+        f"{args.load_before[0]:.2f} / {load[0]:.2f}, {os.cpu_count()} CPUs",
+        "",
+        "| workload | route | recipients/s (median) | min-max | vs primary |",
+        "|---|---|---|---|---|",
+    ]
+    for workload in workloads:
+        base = statistics.median(figures[(workload, "primary")])
+        for name in services:
+            rates = figures[(workload, name)]
+            median = statistics.median(rates)
+            lines.append(
+                f"| {workload} | {name} | {median:,.0f} | {min(rates):,.0f}-{max(rates):,.0f} "
+                f"| {median / base:.2f} |"
             )
-            for name, reads in routes.items()
-        }
-        workloads = {"1 recipient": (args.single, 1), "1 000 recipients": (args.batches, 1000)}
-        figures: dict[tuple[str, str], list[float]] = {}
-        for run_number in range(args.runs + 1):
-            for workload, (calls, size) in workloads.items():
-                for name, service in services.items():
-
-                    async def check(body: list[str], service: CheckService = service) -> object:
-                        request = CheckRequest(channel="email", purpose="marketing", recipients=body)
-                        return await service.check(principal, request, datetime.now(UTC))
-
-                    before = replicas.replicas[0].up
-                    rate = await timed(calls, size, check, args.rows)
-                    assert name == "primary" or before, "the replica was not in use"
-                    if run_number:  # the first round warms up
-                        figures.setdefault((workload, name), []).append(rate)
-        load = os.getloadavg()
-        lines = [
-            f"rows {args.rows}, runs {args.runs}, load average before/after "
-            f"{args.load_before[0]:.2f} / {load[0]:.2f}, {os.cpu_count()} CPUs",
-            "",
-            "| workload | route | recipients/s (median) | min-max | vs primary |",
-            "|---|---|---|---|---|",
-        ]
-        for workload in workloads:
-            base = statistics.median(figures[(workload, "primary")])
-            for name in services:
-                rates = figures[(workload, name)]
-                median = statistics.median(rates)
-                lines.append(
-                    f"| {workload} | {name} | {median:,.0f} | {min(rates):,.0f}-{max(rates):,.0f} "
-                    f"| {median / base:.2f} |"
-                )
-        await replicas.close()
-        await pool.close()
-        if fences is not None:
-            await fences.aclose()
-        return "\n".join(lines)
-    finally:
-        if standby is not None:
-            standby.stop()
-        primary.stop()
+    await replicas.close()
+    await pool.close()
+    if fences is not None:
+        await fences.aclose()
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -177,12 +165,8 @@ def main() -> int:
     if args.quick:
         args.rows, args.runs, args.single, args.batches = 20_000, 3, 300, 30
     args.load_before = os.getloadavg()
-    root = Path(tempfile.mkdtemp(prefix="suppress-bench-replicas-"))
-    root.chmod(0o711)  # the servers' service user must reach its folders (devstack/embedded.py)
-    try:
-        print(asyncio.run(asyncio.wait_for(run(args, root), timeout=1800)))
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    with ReplicatedPostgres("suppress-bench-replicas-") as servers:
+        print(asyncio.run(asyncio.wait_for(run(args, servers), timeout=1800)))
     return 0
 
 
