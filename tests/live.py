@@ -7,6 +7,7 @@ Registered for every test module by `pytest_plugins` in tests/conftest.py; a mod
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -22,7 +23,7 @@ import pytest
 from playwright.async_api import Browser, Page, ViewportSize, async_playwright
 
 from suppress.config import ENV_VARS, Settings
-from suppress.devstack.embedded import free_port
+from suppress.devstack.embedded import EmbeddedRedis, free_port
 from tests.conftest import TEST_SECRET, Tenant
 
 CHROMIUM_ARGS = [
@@ -40,6 +41,17 @@ PHONE: ViewportSize = {"width": 375, "height": 740}
 
 
 # -- the server and the browser, once per module -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def private_redis(embedded_root: Path) -> Iterator[str]:
+    """A Redis of the module's own, for real `serve` and `worker` processes: their queued jobs
+    (cron jobs enqueued as a worker stopped, say) never reach the suite's in-process workers."""
+    server = EmbeddedRedis(embedded_root / f"redis-{secrets.token_hex(3)}")
+    try:
+        yield server.start()
+    finally:
+        server.stop()
 
 
 @contextmanager

@@ -21,7 +21,6 @@ import httpx
 import pytest
 from playwright.async_api import Browser
 
-from suppress.devstack.embedded import EmbeddedRedis
 from suppress.sql import Queries
 from suppress.tenants import create_tenant
 from tests.conftest import migrated_database
@@ -46,21 +45,11 @@ async def contract_database(server_database_url: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="module")
-def contract_redis(embedded_root: Path) -> Iterator[str]:
-    """A Redis no worker of the test run listens to."""
-    server = EmbeddedRedis(embedded_root / f"contract-redis-{secrets.token_hex(3)}")
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
 def contract_server(
-    contract_database: str, contract_redis: str, tmp_path_factory: pytest.TempPathFactory
+    contract_database: str, private_redis: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     log_path = tmp_path_factory.mktemp("contract") / "serve.log"
-    with serving(contract_database, contract_redis, log_path) as base:
+    with serving(contract_database, private_redis, log_path) as base:
         yield base
 
 

@@ -52,9 +52,9 @@ def _until(what: str, predicate: object, seconds: float, log: Path, proc: subpro
 
 
 def test_dev_waits_for_a_loading_redis_and_restarts_its_worker_after_redis_drops(
-    settings: Settings, tenant: Tenant, folder: Path
+    settings: Settings, tenant: Tenant, folder: Path, private_redis: str
 ) -> None:
-    redis = urlsplit(settings.require_redis_url())
+    redis = urlsplit(private_redis)
     proxy = FaultProxy(redis.hostname or "127.0.0.1", redis.port or 6379)
     port = free_port()
     base = f"http://127.0.0.1:{port}"

@@ -36,14 +36,14 @@ from tests.conftest import TEST_SECRET, Tenant
 class Run:
     """The processes of one run, their shared log file, and the base URL."""
 
-    def __init__(self, mode: str, settings: Settings, folder: Path) -> None:
+    def __init__(self, mode: str, settings: Settings, redis_url: str, folder: Path) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = folder / f"{mode}.log"
         env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
         env.update(
             SUPPRESS_DATABASE_URL=settings.require_database_url(),
-            SUPPRESS_REDIS_URL=settings.require_redis_url(),
+            SUPPRESS_REDIS_URL=redis_url,
             SUPPRESS_SECRET=TEST_SECRET,
             SUPPRESS_PUBLIC_URL=self.base,
             SUPPRESS_LOG_LEVEL="INFO",
@@ -214,9 +214,9 @@ def _leaks(text: str, used: set[str]) -> list[str]:
 
 @pytest.mark.parametrize("mode", ["dev", "serve"])
 async def test_no_token_address_or_key_in_the_logs_of_a_full_run(
-    mode: str, settings: Settings, tenant: Tenant, folder: Path, db: asyncpg.Connection
+    mode: str, settings: Settings, tenant: Tenant, folder: Path, db: asyncpg.Connection, private_redis: str
 ) -> None:
-    run = Run(mode, settings, folder)
+    run = Run(mode, settings, private_redis, folder)
     try:
         run.wait_ready()
         used = _workload(run.base, tenant)
