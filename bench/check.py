@@ -230,7 +230,7 @@ async def prepare_database(admin_dsn: str, name: str, rows: int, rebuild: bool) 
         await migrate(conn)
         queries = load_queries()
         key = await create_tenant(conn, queries, TENANT)
-        topic = await conn.fetchrow(queries.create_topic, key.tenant_id, TOPIC, True)
+        topic = await conn.fetchrow(queries.create_topic, key.tenant_id, TOPIC, True, None)
         assert topic is not None
         topic_id: int = topic["id"]
         t = time.perf_counter()
