@@ -64,6 +64,24 @@ async def test_scopes(
         assert response.status_code == 403 and response.json()["code"] == "forbidden"
 
 
+@pytest.mark.parametrize("body", [b"{not json", b'{"channel": "pigeon"}'])
+async def test_check_authenticates_before_reading_the_body(
+    client: Client, tenant: Tenant, body: bytes
+) -> None:
+    """The check route's caller is checked before its body is read, as a guard does: no key is 401
+    and a key without `check` is 403, whatever the body."""
+    json_body = {"Content-Type": "application/json"}
+    anonymous = await client.post("/v1/checks", content=body, headers=json_body)
+    assert anonymous.status_code == 401, anonymous.text
+    assert anonymous.headers["content-type"].startswith("application/problem+json")
+    assert anonymous.json()["code"] == "not_authenticated"
+    for scope in ("read", "write"):
+        refused = await client.post("/v1/checks", content=body, headers={**json_body, **tenant.auth(scope)})
+        assert refused.status_code == 403, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert refused.json()["code"] == "forbidden"
+
+
 async def test_forbidden_write_changes_nothing(
     db: asyncpg.Connection, client: Client, tenant: Tenant
 ) -> None:
