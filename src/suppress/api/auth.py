@@ -37,7 +37,15 @@ def authenticated(scope: Scope) -> Callable[[Request[Any, Any, Any]], Awaitable[
     It runs before the body is read, as a guard does."""
 
     async def before_request(request: Request[Any, Any, Any]) -> None:
-        request.state.principal = await caller(request, scope)
+        # The raw header and the scope's state dict: no Headers or State object per request.
+        http = request.scope
+        authorization = next((v for k, v in http["headers"] if k == b"authorization"), None)
+        authenticator: Authenticator = http["litestar_app"].state.authenticator
+        principal = await authenticator.authenticate(
+            None if authorization is None else authorization.decode("latin-1")
+        )
+        principal.require(scope)
+        http["state"]["principal"] = principal
 
     return before_request
 
@@ -52,5 +60,5 @@ async def caller(connection: ASGIConnection[Any, Any, Any, Any], scope: Scope) -
 
 def principal(request: Request[Any, Any, Any]) -> Principal:
     """The caller the route's `requires` guard (or `authenticated` hook) let in."""
-    found: Principal = request.state.principal
+    found: Principal = request.scope["state"]["principal"]  # the dict under `request.state`
     return found
