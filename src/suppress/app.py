@@ -237,7 +237,7 @@ def create_app(
     settings.require_secret()
     app = Litestar(
         route_handlers=[
-            Router("/", route_handlers=checks_api.routes, dependencies=services("checks")),
+            *checks_api.routes,  # the hot path: no injected dependency (api/checks.py)
             Router("/", route_handlers=recipients_api.routes, dependencies=services("recipients")),
             Router("/", route_handlers=imports_api.routes, dependencies=services("imports")),
             Router("/", route_handlers=rights_api.routes, dependencies=services("rights")),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from suppress.tenants import hash_api_key
+from suppress.tenants import Authenticator, hash_api_key
 from tests.conftest import Tenant
 
 Client = AsyncTestClient[Litestar]
@@ -64,6 +66,24 @@ async def test_scopes(
         assert response.status_code == 403 and response.json()["code"] == "forbidden"
 
 
+@pytest.mark.parametrize("body", [b"{not json", b'{"channel": "pigeon"}'])
+async def test_check_authenticates_before_reading_the_body(
+    client: Client, tenant: Tenant, body: bytes
+) -> None:
+    """The check route's caller is checked before its body is read, as a guard does: no key is 401
+    and a key without `check` is 403, whatever the body."""
+    json_body = {"Content-Type": "application/json"}
+    anonymous = await client.post("/v1/checks", content=body, headers=json_body)
+    assert anonymous.status_code == 401, anonymous.text
+    assert anonymous.headers["content-type"].startswith("application/problem+json")
+    assert anonymous.json()["code"] == "not_authenticated"
+    for scope in ("read", "write"):
+        refused = await client.post("/v1/checks", content=body, headers={**json_body, **tenant.auth(scope)})
+        assert refused.status_code == 403, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert refused.json()["code"] == "forbidden"
+
+
 async def test_forbidden_write_changes_nothing(
     db: asyncpg.Connection, client: Client, tenant: Tenant
 ) -> None:
@@ -81,6 +101,23 @@ async def test_revoked_key_stops_working(
     app.state.authenticator._cache.clear()  # the short cache would otherwise hold the key for a few seconds
     response = await client.post("/v1/checks", json=CHECK, headers=tenant.auth("check"))
     assert response.status_code == 401
+
+
+async def test_revoked_key_is_refused_by_checks_once_the_cache_entry_expires(
+    db: asyncpg.Connection, client: Client, tenant: Tenant, app: Litestar
+) -> None:
+    """The check route's hook uses the authenticator's short cache: a revoked key works at most
+    `ttl` seconds longer (5 s in service; shortened here), then gets 401."""
+    app.state.authenticator = Authenticator(app.state.pool, app.state.queries, ttl=0.5)
+    headers = tenant.auth("check")
+    assert (await client.post("/v1/checks", json=CHECK, headers=headers)).status_code == 200
+    await db.execute(
+        "UPDATE api_keys SET revoked_at = now() WHERE key_hash = $1", hash_api_key(tenant.keys["check"])
+    )
+    assert (await client.post("/v1/checks", json=CHECK, headers=headers)).status_code == 200  # cached
+    await asyncio.sleep(0.6)
+    refused = await client.post("/v1/checks", json=CHECK, headers=headers)
+    assert refused.status_code == 401 and refused.json()["code"] == "not_authenticated"
 
 
 async def test_keys_are_stored_hashed(db: asyncpg.Connection, tenant: Tenant) -> None:

@@ -56,3 +56,36 @@ def test_the_formatter_redacts_arguments_and_tracebacks() -> None:
 def test_requests_are_named_by_their_route_template() -> None:
     assert redacted_path({"path": "/u/abc", "path_template": "/u/{token}"}) == "/u/{token}"
     assert redacted_path({"path": "/nothing/ola@example.no"}) == "(no route)"
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_access_log_wraps_send_only_when_it_logs(enabled: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """`serve --no-access-log` costs nothing per request: the application gets the server's own
+    `send`; with the log on, one line per request with the answer's status."""
+    import asyncio
+
+    from suppress.api.access import AccessLog
+    from suppress.logs import access_logging
+
+    seen: list[object] = []
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        seen.append(send)
+        await send({"type": "http.response.start", "status": 204, "headers": []})  # type: ignore[operator]
+
+    async def send(message: object) -> None:
+        pass
+
+    async def receive() -> object:
+        return {}
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/checks", "path_template": "/v1/checks"}
+    access_logging(enabled=enabled)
+    try:
+        with caplog.at_level(logging.INFO if enabled else logging.WARNING, logger="suppress.access"):
+            asyncio.run(AccessLog(app)(scope, receive, send))  # type: ignore[arg-type]
+    finally:
+        access_logging(enabled=True)
+    assert (seen[0] is send) is not enabled
+    lines = [r.getMessage() for r in caplog.records if r.name == "suppress.access"]
+    assert [line.rsplit(" ", 1)[0] for line in lines] == (["POST /v1/checks 204"] if enabled else [])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any, cast
@@ -19,7 +20,8 @@ class AccessLog:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
+        # `serve --no-access-log`: no wrapped `send`, no clock, nothing per request
+        if scope["type"] != ScopeType.HTTP or not log.isEnabledFor(logging.INFO):
             await self.app(scope, receive, send)
             return
         method = str(cast("Mapping[str, Any]", scope).get("method", "-"))
