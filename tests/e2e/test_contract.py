@@ -85,7 +85,11 @@ async def contract_key(contract_server: str, contract_database: str, queries: Qu
 def _say(config: pytest.Config, line: str) -> None:
     """A line in the run's own output, captured or not (CI's log shows the seed of every run)."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        print(line)
+        return
+    with capture.global_and_fixture_disabled():
         reporter.write_line(line)
 
 
