@@ -81,12 +81,7 @@ def serving(
             _wait_ready(proc, base, log_path)
             yield base
         finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +92,8 @@ def server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield base
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], base: str, log_path: Path) -> None:
-    deadline = time.monotonic() + 60
+def _wait_ready(proc: subprocess.Popen[bytes], base: str, log_path: Path, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"`suppress serve` exited with {proc.returncode}:\n{log_path.read_text()}")
@@ -108,7 +103,17 @@ def _wait_ready(proc: subprocess.Popen[bytes], base: str, log_path: Path) -> Non
         except httpx.TransportError:
             pass
         time.sleep(0.1)
-    pytest.fail(f"`suppress serve` not ready within 60 s:\n{log_path.read_text()}")
+    pytest.fail(f"`suppress serve` not ready within {seconds:.0f} s:\n{log_path.read_text()}")
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGINT (a graceful stop), then SIGKILL if it is still running after 30 s."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @pytest.fixture(scope="module")

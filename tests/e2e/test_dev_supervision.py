@@ -7,7 +7,6 @@ and runs an import uploaded after the outage."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from suppress.config import ENV_VARS, Settings
 from suppress.devstack.embedded import free_port
 from tests.conftest import TEST_SECRET, Tenant
 from tests.faultproxy import FaultProxy
+from tests.live import stop_process
 
 
 @pytest.fixture
@@ -125,10 +125,5 @@ def test_dev_waits_for_a_loading_redis_and_restarts_its_worker_after_redis_drops
 
         _until("the import is run", done, 60, log, proc)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         proxy.close()

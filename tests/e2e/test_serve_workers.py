@@ -21,6 +21,7 @@ import pytest
 from suppress.config import ENV_VARS, Settings
 from suppress.devstack.embedded import free_port
 from tests.conftest import TEST_SECRET
+from tests.live import _wait_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -76,18 +77,7 @@ def _start(settings: Settings, tmp_path: Path, *extra: str) -> Served:
             stderr=subprocess.STDOUT,
         )
     served = Served(proc, base, metrics_dir, log, env)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"`suppress serve` exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    else:
-        pytest.fail(f"`suppress serve` not ready within 90 s:\n{log.read_text()}")
+    _wait_ready(proc, base, log, seconds=90)
     return served
 
 
