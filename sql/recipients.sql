@@ -1,11 +1,3 @@
--- name: decision_context
--- What a decision needs besides the recipient: the tenant's decision settings and, for topic $2
--- (NULL = none), its soft opt-in flag (NULL when the tenant has no such topic).
-SELECT t.relationship_window_days, t.soft_opt_in_without_topic, t.transactional_blocked_by,
-       t.consent_validity_days,
-       (SELECT soft_opt_in FROM topics WHERE tenant_id = t.id AND id = $2) AS topic_soft_opt_in
-FROM tenants t WHERE t.id = $1;
-
 -- name: recipient_events
 -- One recipient's ledger, oldest first, at most $4 events (the newest ones).
 SELECT * FROM (

@@ -12,14 +12,12 @@ must reach all of them.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
 from typing import Any, Protocol
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from suppress.models import Offer, Purpose
-from suppress.policy import Decision, MessageContext, RecipientState, TenantPolicy, decide
+from suppress.policy import RecipientState, TenantPolicy
 from suppress.sql import Queries
 
 Reader = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
@@ -77,31 +75,3 @@ async def load_state(
 ) -> RecipientState | None:
     """One recipient's state, None when nothing is known about it."""
     return (await load_states(reader, queries, tenant_id, channel, [address_hash])).get(address_hash)
-
-
-async def recipient_decision(
-    reader: Reader,
-    queries: Queries,
-    tenant_id: int,
-    channel: str,
-    address_hash: bytes,
-    now: datetime,
-    *,
-    topic_id: int | None = None,
-    purpose: Purpose = "marketing",
-    offer: Offer = "own",
-) -> Decision:
-    """What a check would answer now for this recipient and topic (id; None = no topic), under the
-    tenant's current settings. For callers that hold a recipient's key but no API principal (the
-    unsubscribe and preference pages). An unknown tenant or topic raises LookupError."""
-    context = await reader.fetchrow(queries.decision_context, tenant_id, topic_id)
-    if context is None or (topic_id is not None and context["topic_soft_opt_in"] is None):
-        raise LookupError(f"no tenant {tenant_id} or topic {topic_id}")
-    message = MessageContext(
-        purpose=purpose,
-        topic_id=topic_id,
-        topic_soft_opt_in=bool(context["topic_soft_opt_in"]),
-        offer=offer,
-    )
-    state = await load_state(reader, queries, tenant_id, channel, address_hash)
-    return decide(tenant_policy(context), message, state, now)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from suppress.decisions import Reader, load_state, tenant_policy
+from suppress.decisions import tenant_policy
 from suppress.models import Basis, Channel, Reason
 from suppress.policy import (
     ALL_TOPICS,
@@ -24,7 +24,6 @@ from suppress.policy import (
     active_suppressions,
     decide,
 )
-from suppress.sql import Queries
 from suppress.tenants import ConsentNotice
 from suppress.topics import TopicDisplay
 
@@ -95,13 +94,6 @@ def topic_decisions(
         )
         for topic_id, soft in topics
     ]
-
-
-async def recipient_state(
-    conn: Reader, queries: Queries, tenant_id: int, channel: str, digest: bytes
-) -> RecipientState | None:
-    """The recipient's decision input, loaded as every other reader loads it (None: nothing known)."""
-    return await load_state(conn, queries, tenant_id, channel, digest)
 
 
 def _times(raw: dict[str, str] | None) -> dict[int, datetime]:

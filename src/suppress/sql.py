@@ -73,7 +73,6 @@ class Queries:
     topic_by_name: str
     list_topics: str
     # recipients.sql
-    decision_context: str
     recipient_events: str
     recipient_details: str
     # writes.sql

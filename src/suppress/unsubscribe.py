@@ -22,11 +22,12 @@ import msgspec
 
 from suppress import queue
 from suppress.db import DATABASE_DOWN, translated_errors
+from suppress.decisions import load_state
 from suppress.effects import enqueue_effects
 from suppress.errors import Conflict, SuppressError, Unavailable
 from suppress.intents import ConsentIntent, SuppressIntent, UndoIntent
 from suppress.models import Channel
-from suppress.preferences import PageState, build_state, recipient_state
+from suppress.preferences import PageState, build_state
 from suppress.replicas import Reads
 from suppress.sql import Queries
 from suppress.tenants import NoticeText
@@ -338,9 +339,7 @@ class Unsubscriber:
                     link_id(claims),
                     timeout=self._wait,
                 )
-                state = await recipient_state(
-                    conn, self._q, claims.tenant_id, claims.channel, claims.address_hash
-                )
+                state = await load_state(conn, self._q, claims.tenant_id, claims.channel, claims.address_hash)
         except DATABASE_DOWN:
             row = None
         if row is None:

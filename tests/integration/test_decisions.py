@@ -23,7 +23,6 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from suppress.addresses import AddressHasher
-from suppress.decisions import recipient_decision
 from suppress.imports.runs import run_import
 from suppress.intents import ConsentIntent, CustomerIntent, Intent, ObjectionIntent, SuppressIntent
 from suppress.migrate import migrate, migration_files
@@ -364,31 +363,6 @@ async def test_the_recipient_view_decides_as_the_check_does(
 
 
 _numbers = itertools.count(1)
-
-
-async def test_recipient_decision_answers_as_the_check_for_a_key_and_a_topic(
-    client: Client, tenant: Tenant, pool: asyncpg.Pool, queries: Queries, hasher: AddressHasher
-) -> None:
-    """What the unsubscribe and preference pages ask, holding a token's key and topic id."""
-    await topic(client, tenant, "offers", True)
-    offers = await pool.fetchval("SELECT id FROM topics WHERE tenant_id = $1 AND name = 'offers'", tenant.id)
-    await customer(client, tenant, "page@example.no", "agreement_started", ref="PAGE-1")
-    digest = hasher.hash("email", "page@example.no")
-    now = datetime.now(UTC)
-    got = await recipient_decision(pool, queries, tenant.id, "email", digest, now, topic_id=offers)
-    assert (got.allowed, got.basis, got.reason) == await decision(
-        client, tenant, "page@example.no", topic="offers"
-    )
-    assert (got.allowed, got.basis) == (True, "customer_relationship")
-    await object_to(client, tenant, "PAGE-1")
-    got = await recipient_decision(pool, queries, tenant.id, "email", digest, now, topic_id=offers)
-    assert (got.allowed, got.reason) == (False, "objected")
-    unknown = await recipient_decision(
-        pool, queries, tenant.id, "email", hasher.hash("email", "x@example.no"), now
-    )
-    assert (unknown.allowed, unknown.reason) == (False, "no_basis")
-    with pytest.raises(LookupError):
-        await recipient_decision(pool, queries, tenant.id, "email", digest, now, topic_id=offers + 1000)
 
 
 async def test_openapi_documents_the_objection_and_its_lift(client: Client) -> None:
